@@ -35,6 +35,11 @@ class Profile:
     pg_port: int
     redis_port: int
     database: str
+    root: Path | None = None        # default: .data/<name>
+
+    @property
+    def data(self) -> Path:
+        return self.root or DATA / self.name
 
 
 RUN = Profile("run", pg_port=int(os.environ.get("ALPHASNIPER_PG_PORT", 55432)),
@@ -73,11 +78,13 @@ def _as_pg_user() -> dict:
     import pwd
 
     try:
-        pwd.getpwnam(PG_SYSTEM_USER)
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+        subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
                         PG_SYSTEM_USER], check=True, capture_output=True)
-    return {"user": PG_SYSTEM_USER}
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+    # Drop root's group too: a directory's group bits (root, often ---) would otherwise apply.
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _make_traversable(path: Path) -> None:
@@ -89,7 +96,7 @@ def _make_traversable(path: Path) -> None:
 
 
 def start_postgres(profile: Profile) -> str:
-    pgdata = DATA / profile.name / "postgres"
+    pgdata = profile.data / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     user_kw = _as_pg_user()
     if user_kw:
@@ -101,8 +108,10 @@ def start_postgres(profile: Profile) -> str:
         _make_traversable(Path(_pg_bin("postgres")).parent)
     if not (pgdata / "PG_VERSION").exists():
         say(f"initialising PostgreSQL in {pgdata}")
-        subprocess.run([_pg_bin("initdb"), "-D", str(pgdata), "--auth=trust", "-U", "postgres", "-E", "UTF8",
-                        "--no-instructions"], check=True, capture_output=True, **user_kw)
+        result = subprocess.run([_pg_bin("initdb"), "-D", str(pgdata), "--auth=trust", "-U", "postgres", "-E", "UTF8",
+                                 "--no-instructions"], capture_output=True, text=True, **user_kw)
+        if result.returncode != 0:
+            fail(f"initdb failed in {pgdata}: {(result.stderr or result.stdout).strip()[-600:]}")
     url = f"postgres://postgres@127.0.0.1:{profile.pg_port}"
     if not _pg_ready(url):
         log = pgdata / "server.log"
@@ -140,7 +149,7 @@ def _ensure_database(url: str, name: str) -> None:
 
 
 def stop_postgres(profile: Profile) -> None:
-    pgdata = DATA / profile.name / "postgres"
+    pgdata = profile.data / "postgres"
     if (pgdata / "postmaster.pid").exists():
         subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
                        capture_output=True, **_as_pg_user())
@@ -160,7 +169,7 @@ def _redis_server() -> str:
 def start_redis(profile: Profile) -> str:
     import redis
 
-    rdir = DATA / profile.name / "redis"
+    rdir = profile.data / "redis"
     rdir.mkdir(parents=True, exist_ok=True)
     url = f"redis://127.0.0.1:{profile.redis_port}/0"
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
@@ -220,7 +229,7 @@ def _versions(env: dict[str, str]) -> tuple[str, str]:
 
 def _local_secrets() -> tuple[dict[str, str], bool]:
     """Generated once for the local run and kept in .data/run/secrets.json (never committed)."""
-    path = DATA / RUN.name / "secrets.json"
+    path = RUN.data / "secrets.json"
     if path.exists():
         return json.loads(path.read_text()), False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,8 +276,7 @@ def cmd_run() -> None:
     env.setdefault("ADMIN_TOKEN", local["ADMIN_TOKEN"])
     env.setdefault("FLOWER_BASIC_AUTH", f"admin:{local['ADMIN_PASSWORD']}")
     env.setdefault("LOG_FORMAT", "json")
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(DATA / RUN.name / "prometheus")
-    say(f"PostgreSQL {pg_version} and Redis {redis_version}; data in {DATA / RUN.name}")
+    say(f"PostgreSQL {pg_version} and Redis {redis_version}; data in {RUN.data}")
 
     result = _manage("migrate", "--noinput", env=env, check=False, quiet=True)
     if result.returncode != 0:
@@ -289,12 +297,14 @@ def _supervise(procs: dict[str, list[str]], *, env: dict[str, str], stops: list)
     from honcho.manager import Manager
     from honcho.printer import Printer
 
-    prom = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    # gunicorn's workers pool their request metrics here (see gunicorn.conf.py); only the api uses it.
+    prom = RUN.data / "prometheus"
     shutil.rmtree(prom, ignore_errors=True)
     prom.mkdir(parents=True)
     manager = Manager(Printer(sys.stdout, prefix=True))
     for name, argv in procs.items():
-        manager.add_process(name, " ".join(_quote(a) for a in argv), env=env, cwd=str(ROOT))
+        proc_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(prom)} if name == "api" else env
+        manager.add_process(name, " ".join(_quote(a) for a in argv), env=proc_env, cwd=str(ROOT))
     try:
         manager.loop()
     finally:

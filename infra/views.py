@@ -16,3 +16,9 @@ def health(request):
 @require_GET
 def metrics(request):
     return HttpResponse(metrics_registry.render(), content_type=CONTENT_TYPE_LATEST)
+
+
+@require_GET
+def live(request):
+    """Liveness of this API process only (container healthcheck); /health is the whole system."""
+    return JsonResponse({"status": "ok"})

@@ -1,0 +1,37 @@
+"""The embedded servers behind `make run` are real, and keep their data between runs."""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+import redis
+
+from infra import devstack
+from tests.conftest import free_port
+
+
+@pytest.mark.slow
+def test_embedded_postgres_and_redis_keep_data_across_restarts(tmp_path):
+    profile = devstack.Profile("persist", pg_port=free_port(), redis_port=free_port(), database="persist",
+                               root=tmp_path)
+    try:
+        db_url = devstack.start_postgres(profile)
+        redis_url = devstack.start_redis(profile)
+        with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('order-1')")
+        redis.Redis.from_url(redis_url).set("kept", "lock-1")
+
+        devstack.stop_postgres(profile)
+        devstack.stop_redis(profile)
+        with pytest.raises(psycopg2.OperationalError):
+            psycopg2.connect(db_url, connect_timeout=2)
+
+        assert devstack.start_postgres(profile) == db_url
+        devstack.start_redis(profile)
+        with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT v FROM kept")
+            assert cur.fetchall() == [("order-1",)]
+        assert redis.Redis.from_url(redis_url).get("kept") == b"lock-1"
+    finally:
+        devstack.stop_postgres(profile)
+        devstack.stop_redis(profile)
