@@ -60,6 +60,9 @@ app.conf.beat_schedule = {
         }
         for queue, process in HEARTBEAT_PROCESSES.items()
     },
+    # Order path safety nets (ARCHITECTURE invariants 2 and 4).
+    "sweep-orders": {"task": "trading.sweep_orders", "schedule": _every(15), "options": {"expires": 15}},
+    "reconcile": {"task": "trading.reconcile", "schedule": _every(60), "options": {"expires": 60}},
 }
 
 __all__ = ["app", "Queue", "crontab", "HEARTBEAT_PROCESSES", "HEARTBEAT_EVERY_S"]

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 VENUES = ("paper", "binance", "bybit")
@@ -61,6 +62,9 @@ class AppConfig:
     log_level: str
     log_format: str
     allowed_hosts: list[str]
+    paper_fee_rate: Decimal
+    paper_slippage_bps: Decimal
+    paper_initial_balances: dict[str, Decimal]
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool, problems: list[str]) -> bool:
@@ -74,6 +78,36 @@ def _bool(env: Mapping[str, str], name: str, default: bool, problems: list[str])
         return False
     problems.append(f"{name}={raw!r} is not a boolean (use true or false)")
     return default
+
+
+def _decimal(env: Mapping[str, str], name: str, default: str, problems: list[str], *,
+             low: Decimal, high: Decimal) -> Decimal:
+    raw = env.get(name, default).strip() or default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        problems.append(f"{name}={raw!r} is not a number")
+        return Decimal(default)
+    if not low <= value <= high:
+        problems.append(f"{name}={raw} is out of range ({low}..{high})")
+    return value
+
+
+def _balances(env: Mapping[str, str], name: str, default: str, problems: list[str]) -> dict[str, Decimal]:
+    """``USDT=10000,BTC=0.1`` -> {"USDT": Decimal("10000"), "BTC": Decimal("0.1")}."""
+    raw = env.get(name, default).strip() or default
+    out: dict[str, Decimal] = {}
+    for item in raw.split(","):
+        asset, _, amount = item.strip().partition("=")
+        try:
+            value = Decimal(amount)
+            if not asset.isalnum() or value < 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            problems.append(f"{name} item {item.strip()!r} must look like ASSET=AMOUNT (e.g. USDT=10000)")
+            continue
+        out[asset.upper()] = value
+    return out
 
 
 def _check_url(name: str, value: str, schemes: tuple[str, ...], problems: list[str]) -> None:
@@ -188,6 +222,10 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         problems.append(f"LOG_FORMAT={log_format!r} is not one of json, text")
         log_format = "json"
 
+    paper_fee_rate = _decimal(env, "PAPER_FEE_RATE", "0.001", problems, low=Decimal(0), high=Decimal("0.01"))
+    paper_slippage = _decimal(env, "PAPER_SLIPPAGE_BPS", "5", problems, low=Decimal(0), high=Decimal(500))
+    paper_balances = _balances(env, "PAPER_INITIAL_BALANCES", "USDT=10000", problems)
+
     debug = _bool(env, "DJANGO_DEBUG", False, problems)
     allowed_hosts = [h.strip() for h in env.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
 
@@ -213,6 +251,9 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         log_level=log_level,
         log_format=log_format,
         allowed_hosts=allowed_hosts,
+        paper_fee_rate=paper_fee_rate,
+        paper_slippage_bps=paper_slippage,
+        paper_initial_balances=paper_balances,
     )
 
 

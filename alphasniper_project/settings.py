@@ -94,6 +94,9 @@ VENUE = CONFIG.venue
 MARKET_DATA_SOURCE = CONFIG.market_data_source
 MARKET_DATA_SEED = CONFIG.market_data_seed
 MARKET_DATA_REPLAY_DIR = CONFIG.replay_dir
+PAPER_FEE_RATE = CONFIG.paper_fee_rate
+PAPER_SLIPPAGE_BPS = CONFIG.paper_slippage_bps
+PAPER_INITIAL_BALANCES = CONFIG.paper_initial_balances
 
 # --- Operator surface ------------------------------------------------------------------
 ADMIN_TOKEN = CONFIG.admin_token

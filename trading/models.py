@@ -154,3 +154,63 @@ class OrderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.event_type} ({self.source}) order={self.order_id}"
+
+
+# --- The paper venue's own books -------------------------------------------------------------
+# The paper venue behaves like an exchange that happens to live in our database: separate
+# tables, its own transactions (committed independently of our order lifecycle, as a real
+# venue's would be), the same client-id uniqueness. Its rows are the "venue side" that
+# reconciliation compares ``orders`` with.
+
+class PaperBalance(models.Model):
+    asset = models.CharField(max_length=16, primary_key=True)
+    free = models.DecimalField(**MONEY, default=0)
+    locked = models.DecimalField(**MONEY, default=0)
+
+    class Meta:
+        db_table = "paper_balances"
+        ordering = ["asset"]
+
+    def __str__(self) -> str:
+        return f"{self.asset} free={self.free} locked={self.locked}"
+
+
+class PaperOrder(models.Model):
+    client_order_id = models.CharField(max_length=36, unique=True)
+    symbol = models.CharField(max_length=32, db_index=True)
+    side = models.CharField(max_length=4)
+    type = models.CharField(max_length=8)
+    quantity = models.DecimalField(**MONEY)
+    price = models.DecimalField(**MONEY, null=True, blank=True)
+    status = models.CharField(max_length=20, db_index=True)    # VenueOrderStatus values
+    filled_quantity = models.DecimalField(**MONEY, default=0)
+    filled_quote = models.DecimalField(**MONEY, default=0)
+    locked_amount = models.DecimalField(**MONEY, default=0)    # still reserved for the unfilled rest
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "paper_orders"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"paper {self.client_order_id} {self.side} {self.quantity} {self.symbol} [{self.status}]"
+
+
+class PaperTrade(models.Model):
+    order = models.ForeignKey(PaperOrder, on_delete=models.PROTECT, related_name="trades")
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4)
+    price = models.DecimalField(**MONEY)
+    quantity = models.DecimalField(**MONEY)
+    fee = models.DecimalField(**MONEY)
+    fee_asset = models.CharField(max_length=16)
+    executed_at_ms = models.BigIntegerField()
+
+    class Meta:
+        db_table = "paper_trades"
+        ordering = ["id"]
+        indexes = [models.Index(fields=["symbol", "id"])]
+
+    def __str__(self) -> str:
+        return f"paper trade {self.pk} {self.side} {self.quantity} {self.symbol} @ {self.price}"

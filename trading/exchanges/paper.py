@@ -1,0 +1,297 @@
+"""The paper venue: an exchange that lives in our PostgreSQL (tables ``paper_*``).
+
+It implements the same ``ExchangeGateway`` as Binance and Bybit and behaves like them where
+it matters to exactly-once: it commits in its own transactions (a crash of the caller after
+the paper venue accepted an order leaves the order on the "venue", as with a real one), it
+rejects a second order with a client id it already has, and it answers lookups by client id.
+Balances, orders and fills survive restarts.
+
+Prices come from a market-data source (``trading.marketdata``): the seeded synthetic market
+by default, a replay file, or live public data. Market orders fill at once at the source
+price with slippage; limit orders rest and fill when the price crosses them (matched lazily
+whenever the venue is asked about that symbol, and on every ticker sync).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
+
+from django.db import IntegrityError, transaction
+
+from infra.clock import now_ms as clock_now_ms
+from trading.exchanges.base import (
+    Balance,
+    Candle,
+    ExchangeGateway,
+    MarketRules,
+    OrderRequest,
+    OrderType,
+    Side,
+    Ticker,
+    VenueOrder,
+    VenueOrderStatus,
+    VenueTrade,
+)
+from trading.exchanges.errors import (
+    DuplicateClientOrderIdError,
+    InsufficientFundsError,
+    OrderNotFoundError,
+    RejectedError,
+)
+from trading.marketdata import MarketDataSource
+from trading.models import PaperBalance, PaperOrder, PaperTrade
+
+VENUE = "paper"
+MIN_NOTIONAL = Decimal("5")
+_OPEN = (VenueOrderStatus.OPEN, VenueOrderStatus.PARTIALLY_FILLED)
+
+
+def rules_for(symbol: str, reference_price: Decimal, tick_size: Decimal | None = None) -> MarketRules:
+    """Exchange-like increments from the price level: ~7 significant digits of price, and a
+    lot step worth between 0.1 and 1 quote units (as Binance sets them for majors)."""
+    base, _, quote = symbol.partition("/")
+    magnitude = math.floor(math.log10(float(reference_price))) if reference_price > 0 else 0
+    tick = tick_size or Decimal(1).scaleb(magnitude - 6)
+    lot = Decimal(1).scaleb(-(magnitude + 1))
+    return MarketRules(symbol=symbol, venue_symbol=f"{base}{quote}", base=base, quote=quote, tick_size=tick,
+                       lot_step=lot, min_qty=lot, min_notional=MIN_NOTIONAL)
+
+
+class PaperGateway(ExchangeGateway):
+    name = VENUE
+
+    def __init__(
+        self, *, source: MarketDataSource, fee_rate: Decimal, slippage_bps: Decimal,
+        initial_balances: dict[str, Decimal], universe: Callable[[], Iterable[str]],
+        clock: Callable[[], int] = clock_now_ms,
+    ) -> None:
+        self.source = source
+        self.fee_rate = fee_rate
+        self.slippage = slippage_bps / Decimal(10_000)
+        self.initial_balances = initial_balances
+        self.universe = universe
+        self.clock = clock
+        self._rules: dict[str, MarketRules] = {}
+
+    # --- market data -----------------------------------------------------------------------
+
+    def rules(self, symbol: str) -> MarketRules:
+        if symbol not in self._rules:
+            if "/" not in symbol:
+                raise RejectedError(f"unknown symbol {symbol!r}", venue=VENUE, code="UNKNOWN_SYMBOL")
+            price = self.source.price_at(symbol, self.clock())
+            self._rules[symbol] = rules_for(symbol, price, self.source.tick_size(symbol))
+        return self._rules[symbol]
+
+    def load_markets(self) -> dict[str, MarketRules]:
+        return {symbol: self.rules(symbol) for symbol in self.universe()}
+
+    def fetch_closed_candles(self, symbol: str, timeframe: str, *, since_ms: int | None = None,
+                             limit: int = 500) -> list[Candle]:
+        candles = self.source.fetch_closed_candles(symbol, timeframe, since_ms=since_ms, limit=limit,
+                                                   now_ms=self.clock())
+        return [Candle(c.open_time_ms, c.open, c.high, c.low, c.close, c.volume) for c in candles]
+
+    def fetch_ticker(self, symbol: str) -> Ticker:
+        now = self.clock()
+        price = self.source.price_at(symbol, now)
+        return Ticker(symbol=symbol, last=price, bid=price, ask=price, timestamp_ms=now)
+
+    def server_time_ms(self) -> int:
+        return self.clock()
+
+    # --- account ---------------------------------------------------------------------------
+
+    def _seed_balances(self) -> None:
+        if not PaperBalance.objects.exists():
+            for asset, amount in self.initial_balances.items():
+                PaperBalance.objects.get_or_create(asset=asset, defaults={"free": amount})
+
+    def fetch_balances(self) -> dict[str, Balance]:
+        self._seed_balances()
+        return {b.asset: Balance(b.asset, b.free, b.locked) for b in PaperBalance.objects.all()}
+
+    def _locked_balances(self, *assets: str) -> dict[str, PaperBalance]:
+        self._seed_balances()
+        for asset in assets:
+            PaperBalance.objects.get_or_create(asset=asset)
+        # Lock in a fixed order so two orders on the same pair cannot deadlock.
+        rows = PaperBalance.objects.select_for_update().filter(asset__in=assets).order_by("asset")
+        return {b.asset: b for b in rows}
+
+    # --- orders ----------------------------------------------------------------------------
+
+    def create_order(self, request: OrderRequest) -> VenueOrder:
+        rules = self.rules(request.symbol)
+        self._validate(request, rules)
+        try:
+            with transaction.atomic():
+                if PaperOrder.objects.filter(client_order_id=request.client_order_id).exists():
+                    raise DuplicateClientOrderIdError("Duplicate clientOrderId", venue=VENUE, code="DUPLICATE")
+                order = self._place(request, rules)
+        except IntegrityError:
+            raise DuplicateClientOrderIdError("Duplicate clientOrderId", venue=VENUE, code="DUPLICATE") from None
+        return self._to_venue_order(order)
+
+    def _validate(self, request: OrderRequest, rules: MarketRules) -> None:
+        qty = request.quantity
+        if qty <= 0 or qty % rules.lot_step != 0 or qty < rules.min_qty:
+            raise RejectedError(f"quantity {qty} breaks lot step {rules.lot_step} / min {rules.min_qty}",
+                                venue=VENUE, code="LOT_SIZE")
+        if request.type == OrderType.LIMIT:
+            if request.price is None or request.price <= 0 or request.price % rules.tick_size != 0:
+                raise RejectedError(f"price {request.price} breaks tick size {rules.tick_size}", venue=VENUE,
+                                    code="PRICE_FILTER")
+        reference = request.price or self.source.price_at(request.symbol, self.clock())
+        if qty * reference < rules.min_notional:
+            raise RejectedError(f"notional {qty * reference} below {rules.min_notional}", venue=VENUE,
+                                code="MIN_NOTIONAL")
+
+    def _place(self, request: OrderRequest, rules: MarketRules) -> PaperOrder:
+        balances = self._locked_balances(rules.base, rules.quote)
+        base, quote = balances[rules.base], balances[rules.quote]
+        qty = request.quantity
+        if request.type == OrderType.MARKET:
+            fill_price = self._market_fill_price(request.symbol, request.side, rules)
+            order = PaperOrder.objects.create(
+                client_order_id=request.client_order_id, symbol=request.symbol, side=request.side, type=request.type,
+                quantity=qty, status=VenueOrderStatus.OPEN)
+            self._fill(order, fill_price, base, quote, from_locked=False)
+            return order
+        # Limit: reserve what the order may consume, then let the matcher fill it.
+        if request.side == Side.BUY:
+            need = qty * request.price * (1 + self.fee_rate)
+            self._require(quote, need)
+            quote.free -= need
+            quote.locked += need
+        else:
+            need = qty
+            self._require(base, need)
+            base.free -= need
+            base.locked += need
+        PaperBalance.objects.bulk_update([base, quote], ["free", "locked"])
+        order = PaperOrder.objects.create(
+            client_order_id=request.client_order_id, symbol=request.symbol, side=request.side, type=request.type,
+            quantity=qty, price=request.price, status=VenueOrderStatus.OPEN, locked_amount=need)
+        self._match_one(order, self.source.price_at(request.symbol, self.clock()), base, quote)
+        return order
+
+    def _market_fill_price(self, symbol: str, side: str, rules: MarketRules) -> Decimal:
+        """Slippage always works against us: buys round up to the tick, sells round down."""
+        price = self.source.price_at(symbol, self.clock())
+        if side == Side.BUY:
+            ticks = (price * (1 + self.slippage) / rules.tick_size).to_integral_value(rounding=ROUND_UP)
+        else:
+            ticks = (price * (1 - self.slippage) / rules.tick_size).to_integral_value(rounding=ROUND_DOWN)
+        return ticks * rules.tick_size
+
+    @staticmethod
+    def _require(balance: PaperBalance, amount: Decimal) -> None:
+        if balance.free < amount:
+            raise InsufficientFundsError(
+                f"Account has insufficient balance for requested action: need {amount} {balance.asset}, "
+                f"free {balance.free}", venue=VENUE, code="INSUFFICIENT_BALANCE")
+
+    def _fill(self, order: PaperOrder, price: Decimal, base: PaperBalance, quote: PaperBalance, *,
+              from_locked: bool) -> None:
+        """Fill the whole remainder at ``price`` (fees in the quote asset)."""
+        qty = order.quantity - order.filled_quantity
+        notional = qty * price
+        fee = notional * self.fee_rate
+        if order.side == Side.BUY:
+            if from_locked:
+                quote.locked -= order.locked_amount
+                quote.free += order.locked_amount - notional - fee
+            else:
+                self._require(quote, notional + fee)
+                quote.free -= notional + fee
+            base.free += qty
+        else:
+            if from_locked:
+                base.locked -= order.locked_amount
+            else:
+                self._require(base, qty)
+                base.free -= qty
+            quote.free += notional - fee
+        PaperBalance.objects.bulk_update([base, quote], ["free", "locked"])
+        PaperTrade.objects.create(order=order, symbol=order.symbol, side=order.side, price=price, quantity=qty,
+                                  fee=fee, fee_asset=quote.asset, executed_at_ms=self.clock())
+        order.filled_quantity += qty
+        order.filled_quote += notional
+        order.locked_amount = Decimal(0)
+        order.status = VenueOrderStatus.FILLED
+        order.save(update_fields=["filled_quantity", "filled_quote", "locked_amount", "status", "updated_at"])
+
+    def _match_one(self, order: PaperOrder, price: Decimal, base: PaperBalance, quote: PaperBalance) -> bool:
+        crosses = price <= order.price if order.side == Side.BUY else price >= order.price
+        if crosses:
+            self._fill(order, price, base, quote, from_locked=True)
+        return crosses
+
+    def match_resting_orders(self, symbols: Iterable[str]) -> int:
+        """Fill resting limit orders the current price crosses. Returns how many filled."""
+        filled = 0
+        for symbol in symbols:
+            with transaction.atomic():
+                resting = list(PaperOrder.objects.select_for_update(skip_locked=True)
+                               .filter(symbol=symbol, status__in=_OPEN, type=OrderType.LIMIT).order_by("id"))
+                if not resting:
+                    continue
+                rules = self.rules(symbol)
+                balances = self._locked_balances(rules.base, rules.quote)
+                price = self.source.price_at(symbol, self.clock())
+                filled += sum(self._match_one(o, price, balances[rules.base], balances[rules.quote])
+                              for o in resting)
+        return filled
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        self.match_resting_orders([symbol])
+        order = PaperOrder.objects.filter(client_order_id=client_order_id, symbol=symbol).first()
+        return self._to_venue_order(order) if order else None
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder:
+        self.match_resting_orders([symbol])
+        with transaction.atomic():
+            order = PaperOrder.objects.select_for_update().filter(
+                client_order_id=client_order_id, symbol=symbol).first()
+            if order is None or order.status not in _OPEN:
+                raise OrderNotFoundError(f"Unknown order sent: {client_order_id}", venue=VENUE, code="UNKNOWN_ORDER")
+            rules = self.rules(symbol)
+            balances = self._locked_balances(rules.base, rules.quote)
+            held = balances[rules.quote] if order.side == Side.BUY else balances[rules.base]
+            held.locked -= order.locked_amount
+            held.free += order.locked_amount
+            held.save(update_fields=["free", "locked"])
+            order.locked_amount = Decimal(0)
+            order.status = VenueOrderStatus.CANCELED
+            order.save(update_fields=["locked_amount", "status", "updated_at"])
+        return self._to_venue_order(order)
+
+    def fetch_open_orders(self, symbol: str) -> list[VenueOrder]:
+        self.match_resting_orders([symbol])
+        return [self._to_venue_order(o) for o in PaperOrder.objects.filter(symbol=symbol, status__in=_OPEN)]
+
+    def fetch_my_trades(self, symbol: str, *, since_ms: int | None = None, limit: int = 1000) -> list[VenueTrade]:
+        self.match_resting_orders([symbol])
+        trades = PaperTrade.objects.filter(symbol=symbol).select_related("order").order_by("id")
+        if since_ms is not None:
+            trades = trades.filter(executed_at_ms__gte=since_ms)
+        return [
+            VenueTrade(trade_id=f"PT{t.pk}", venue_order_id=f"P{t.order_id}", client_order_id=t.order.client_order_id,
+                       symbol=t.symbol, side=Side(t.side), price=t.price, quantity=t.quantity, fee=t.fee,
+                       fee_asset=t.fee_asset, timestamp_ms=t.executed_at_ms)
+            for t in trades[:limit]
+        ]
+
+    @staticmethod
+    def _to_venue_order(order: PaperOrder) -> VenueOrder:
+        average = order.filled_quote / order.filled_quantity if order.filled_quantity else None
+        return VenueOrder(
+            client_order_id=order.client_order_id, venue_order_id=f"P{order.pk}", symbol=order.symbol,
+            side=Side(order.side), type=OrderType(order.type), status=VenueOrderStatus(order.status),
+            quantity=order.quantity, filled_quantity=order.filled_quantity, average_price=average, price=order.price,
+            updated_at_ms=int(order.updated_at.timestamp() * 1000),
+            raw={"paper_order_id": order.pk, "status": order.status},
+        )

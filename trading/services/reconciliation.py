@@ -1,0 +1,278 @@
+"""Reconciliation: make our DB agree with the venue, and say what was repaired (invariant 4).
+
+Per symbol it asks the venue twice — open orders, and our trades since a cursor — rather than
+once per order, then looks up individually only the few orders whose state it cannot tell
+from those two answers (an order of ours that is no longer open, an order whose venue id we
+never learned). What it finds is written through the lifecycle with ``source=reconciliation``:
+
+* fills we missed (idempotent by venue trade id),
+* acceptances and cancels / expiries we missed,
+* orders that carry our client-id prefix on the venue but are missing from the DB (imported),
+* an ``orders.status`` that disagrees with the order's own event stream (repaired, with a
+  STATUS_REPAIRED event saying from what to what),
+* base-asset holdings on the venue smaller than what our fills say we hold (drift: audited
+  and alerted, never "fixed" by trading).
+
+Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import Sum
+
+from infra.clock import datetime_to_ms, now_ms, now_utc
+from infra.redis import get_redis, key
+from trading.client_ids import PREFIX, is_ours
+from trading.exchanges.base import ExchangeGateway, VenueOrder, VenueTrade
+from trading.models import TERMINAL_STATUSES, AuditLog, Order, OrderEvent, OrderStatus
+from trading.services import lifecycle
+from trading.services.lifecycle import EventType
+from trading.services.submission import STALE_SUBMITTED, order_sync_fills
+
+log = logging.getLogger(__name__)
+
+SOURCE = OrderEvent.Source.RECONCILIATION
+DEFAULT_LOOKBACK_MS = 24 * 3600 * 1000
+CURSOR_OVERLAP_MS = 60_000   # re-read the last minute: trades are idempotent, gaps are not
+
+
+@dataclass
+class ReconcileReport:
+    symbols: list[str] = field(default_factory=list)
+    venue_requests: int = 0
+    imported: list[str] = field(default_factory=list)
+    fills_added: int = 0
+    acceptances: int = 0
+    closed: int = 0
+    statuses_repaired: list[str] = field(default_factory=list)
+    unknown_on_venue: list[str] = field(default_factory=list)
+    drift: list[dict] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.imported or self.fills_added or self.acceptances or self.closed or self.statuses_repaired)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _universe() -> list[str]:
+    try:
+        from trading.config_schema import config_get
+
+        return list(config_get().universe)
+    except ImportError:
+        return []
+
+
+def reconcile(*, gateway: ExchangeGateway, symbols: list[str] | None = None) -> ReconcileReport:
+    report = ReconcileReport()
+    _repair_projection(report)
+    active = set(Order.objects.filter(venue=gateway.name).exclude(status__in=TERMINAL_STATUSES)
+                 .values_list("symbol", flat=True))
+    report.symbols = sorted(set(symbols if symbols is not None else _universe()) | active)
+    for symbol in report.symbols:
+        _reconcile_symbol(gateway, symbol, report)
+    _check_drift(gateway, report)
+    if report.changed:
+        log.info("reconciliation repaired: %s", json.dumps(report.as_dict(), default=str))
+    return report
+
+
+# --- the projection against its own event stream ---------------------------------------------
+
+_EXPECTED_STATUS_SQL = """
+SELECT o.id, o.status, COALESCE(last.to_status, 'pending') AS expected
+FROM orders o
+LEFT JOIN LATERAL (
+    SELECT e.payload ->> 'to' AS to_status
+    FROM order_events e
+    WHERE e.order_id = o.id AND e.payload ? 'to'
+    ORDER BY e.id DESC
+    LIMIT 1
+) last ON TRUE
+WHERE o.status <> COALESCE(last.to_status, 'pending')
+"""
+
+
+def _repair_projection(report: ReconcileReport) -> None:
+    """``orders.status`` must be what its last status event says. Anything else was written
+    around the lifecycle (by hand, by a bug): put it back and record why."""
+    with connection.cursor() as cur:
+        cur.execute(_EXPECTED_STATUS_SQL)
+        rows = cur.fetchall()
+    for order_id, actual, expected in rows:
+        order = lifecycle.order_repair_status(
+            order_id=order_id, to=expected, reason_code="PROJECTION_MISMATCH",
+            payload={"detail": f"orders.status was {actual!r} but the order's events say {expected!r}"})
+        report.statuses_repaired.append(order.client_order_id)
+
+
+# --- one symbol ------------------------------------------------------------------------------
+
+def _cursor_key(venue: str, symbol: str) -> str:
+    return key("reconcile", "trades_cursor", venue, symbol)
+
+
+def _reconcile_symbol(gateway: ExchangeGateway, symbol: str, report: ReconcileReport) -> None:
+    venue = gateway.name
+    open_on_venue = gateway.fetch_open_orders(symbol)
+    cursor_raw = get_redis().get(_cursor_key(venue, symbol))
+    since = int(cursor_raw) if cursor_raw else now_ms() - DEFAULT_LOOKBACK_MS
+    trades = gateway.fetch_my_trades(symbol, since_ms=since)
+    report.venue_requests += 2
+
+    ours_open = {vo.client_order_id: vo for vo in open_on_venue if is_ours(vo.client_order_id)}
+    known = {o.client_order_id: o for o in Order.objects.filter(client_order_id__in=list(ours_open))}
+    for cid, venue_order in ours_open.items():
+        order = known.get(cid)
+        if order is None:
+            order = _import(venue_order, venue=venue, report=report)
+        if order.status in (OrderStatus.SUBMITTED, OrderStatus.SUBMIT_UNKNOWN) and _settled(order):
+            lifecycle.order_apply_venue_order(order_id=order.pk, venue_order=venue_order, source=SOURCE)
+            report.acceptances += 1
+
+    _apply_trades(gateway, symbol, trades, report)
+
+    # Ours, not terminal here, not open there: the venue closed it, or never had it.
+    stale = (Order.objects.filter(venue=venue, symbol=symbol)
+             .exclude(status__in=[*TERMINAL_STATUSES, OrderStatus.PENDING])
+             .exclude(client_order_id__in=list(ours_open)))
+    for order in stale:
+        if not _settled(order):
+            continue   # a send may be in flight right now; the sweeper handles orphans
+        venue_order = gateway.fetch_order(symbol, order.client_order_id)
+        report.venue_requests += 1
+        if venue_order is None:
+            if order.status == OrderStatus.SUBMITTED:
+                lifecycle.order_mark_submit_unknown(order_id=order.pk, error="venue has no such order",
+                                                    source=SOURCE, reason_code="NOT_ON_VENUE")
+            report.unknown_on_venue.append(order.client_order_id)
+            continue
+        before = order.status
+        order = lifecycle.order_apply_venue_order(order_id=order.pk, venue_order=venue_order, source=SOURCE)
+        if venue_order.filled_quantity > order.filled_quantity:
+            report.fills_added += order_sync_fills(order=order, gateway=gateway, source=SOURCE)
+            report.venue_requests += 1
+            order.refresh_from_db()
+        if order.status != before:
+            report.closed += order.status in TERMINAL_STATUSES
+            report.acceptances += before in (OrderStatus.SUBMITTED, OrderStatus.SUBMIT_UNKNOWN)
+
+    if trades:
+        newest = max(t.timestamp_ms for t in trades)
+        get_redis().set(_cursor_key(venue, symbol), newest - CURSOR_OVERLAP_MS)
+
+
+def _settled(order: Order) -> bool:
+    """False for an order whose send may still be in flight."""
+    return order.status != OrderStatus.SUBMITTED or order.updated_at < now_utc() - STALE_SUBMITTED
+
+
+def _apply_trades(gateway: ExchangeGateway, symbol: str, trades: list[VenueTrade], report: ReconcileReport) -> None:
+    if not trades:
+        return
+    venue = gateway.name
+    by_cid = {o.client_order_id: o for o in Order.objects.filter(
+        venue=venue, client_order_id__in=[t.client_order_id for t in trades if t.client_order_id])}
+    by_venue_id = {o.venue_order_id: o for o in Order.objects.filter(
+        venue=venue, venue_order_id__in=[t.venue_order_id for t in trades])}
+    unmatched = [t for t in trades if t.client_order_id not in by_cid and t.venue_order_id not in by_venue_id]
+    if unmatched:
+        # Binance trades carry no client id: learn the venue ids of our orders that lack one.
+        for order in Order.objects.filter(venue=venue, symbol=symbol, venue_order_id__isnull=True).exclude(
+                status=OrderStatus.PENDING):
+            venue_order = gateway.fetch_order(symbol, order.client_order_id)
+            report.venue_requests += 1
+            if venue_order is not None:
+                lifecycle.order_apply_venue_order(order_id=order.pk, venue_order=venue_order, source=SOURCE)
+                by_venue_id[venue_order.venue_order_id] = order
+        for trade in unmatched:
+            if trade.venue_order_id in by_venue_id or not is_ours(trade.client_order_id):
+                continue
+            venue_order = gateway.fetch_order(symbol, trade.client_order_id)
+            report.venue_requests += 1
+            if venue_order is not None:
+                order = _import(venue_order, venue=venue, report=report)
+                by_cid[order.client_order_id] = order
+    for trade in trades:
+        order = by_cid.get(trade.client_order_id) or by_venue_id.get(trade.venue_order_id)
+        if order is None:
+            continue   # not ours (a manual trade on the same account)
+        if lifecycle.order_record_fill(order_id=order.pk, trade=trade, source=SOURCE):
+            report.fills_added += 1
+
+
+def _import(venue_order: VenueOrder, *, venue: str, report: ReconcileReport) -> Order:
+    """An order with our prefix that the DB does not know (e.g. the DB was restored from an
+    older backup). Create it as the venue shows it; its fills follow through trades."""
+    cid = venue_order.client_order_id or ""
+    strategy = cid[len(PREFIX):].split("-", 1)[0] if cid.startswith(PREFIX) else "unknown"
+    trace_id = secrets.token_hex(8)
+    with transaction.atomic():
+        order, created = lifecycle.order_create(new=lifecycle.NewOrder(
+            client_order_id=cid, venue=venue, strategy=strategy[:32], symbol=venue_order.symbol,
+            side=venue_order.side, type=venue_order.type, intent=Order.Intent.IMPORTED,
+            quantity=venue_order.quantity, price=venue_order.price, trace_id=trace_id,
+            reason_code="IMPORTED_FROM_VENUE"), source=SOURCE, enqueue=False)
+        if created:
+            lifecycle.order_mark_imported(order_id=order.pk, venue_order=venue_order)
+    if created:
+        report.imported.append(cid)
+    return Order.objects.get(pk=order.pk)
+
+
+# --- holdings ----------------------------------------------------------------------------------
+
+def expected_holdings(venue: str) -> dict[str, Decimal]:
+    """Base-asset quantity our own fills say we hold, per asset."""
+    rows = (Order.objects.filter(venue=venue, filled_quantity__gt=0)
+            .values("symbol", "side").annotate(qty=Sum("filled_quantity")))
+    held: dict[str, Decimal] = {}
+    for row in rows:
+        base = row["symbol"].split("/")[0]
+        sign = 1 if row["side"] == Order.Side.BUY else -1
+        held[base] = held.get(base, Decimal(0)) + sign * row["qty"]
+    return held
+
+
+def _check_drift(gateway: ExchangeGateway, report: ReconcileReport) -> None:
+    expected = {a: q for a, q in expected_holdings(gateway.name).items() if q > 0}
+    if not expected:
+        return
+    balances = gateway.fetch_balances()
+    report.venue_requests += 1
+    for asset, qty in sorted(expected.items()):
+        on_venue = balances[asset].total if asset in balances else Decimal(0)
+        # Fees charged in the base asset make the venue hold slightly less; allow 1 %.
+        if on_venue < qty * Decimal("0.99"):
+            report.drift.append({"asset": asset, "expected": str(qty), "on_venue": str(on_venue)})
+    signature = json.dumps(report.drift, sort_keys=True)
+    drift_key = key("reconcile", "drift", gateway.name)
+    if signature == (get_redis().get(drift_key) or "[]"):
+        return   # already reported
+    get_redis().set(drift_key, signature)
+    if not report.drift:
+        return
+    trace_id = secrets.token_hex(8)
+    with transaction.atomic():
+        AuditLog.objects.create(actor="reconciliation", source=AuditLog.Source.SYSTEM, action="balance_drift",
+                                reason_code="BALANCE_DRIFT", reason="venue holds less than our fills say",
+                                before=None, after={"drift": report.drift}, trace_id=trace_id)
+        try:
+            from infra.telegram import telegram_enqueue
+        except ImportError:
+            return
+        assets = ", ".join(f"{d['asset']} expected {d['expected']} on venue {d['on_venue']}" for d in report.drift)
+        telegram_enqueue(text=f"BALANCE DRIFT on {gateway.name}: {assets}. reason_code=BALANCE_DRIFT "
+                              f"trace_id={trace_id}", trace_id=trace_id, reason_code="BALANCE_DRIFT")
+
+
+__all__ = ["reconcile", "ReconcileReport", "expected_holdings", "datetime_to_ms", "EventType"]

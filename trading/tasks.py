@@ -1,0 +1,88 @@
+"""Celery tasks of the order path. Each parses ids, calls one service, owns its retry policy.
+
+``submit_order`` is never retried by Celery: a create must not be re-sent blindly
+(ARCHITECTURE invariant 2). If its outcome is unknown the order says so, and
+``resolve_order`` — which asks the venue first — takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from trading.exchanges.errors import VenueError
+
+log = logging.getLogger(__name__)
+
+MONEY_PATH = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+
+
+def _gateway():
+    from trading.exchanges.factory import get_gateway
+
+    return get_gateway()
+
+
+@shared_task(name="trading.submit_order", soft_time_limit=30, time_limit=45, **MONEY_PATH)
+def submit_order(order_id: int) -> None:
+    from trading.models import OrderStatus
+    from trading.services.submission import order_submit
+
+    order = order_submit(order_id=int(order_id), gateway=_gateway())
+    if order.status == OrderStatus.SUBMIT_UNKNOWN:
+        resolve_order.apply_async((order.pk,), countdown=1)
+
+
+@shared_task(name="trading.resolve_order", bind=True, soft_time_limit=40, time_limit=60, max_retries=None,
+             **MONEY_PATH)
+def resolve_order(self, order_id: int) -> None:
+    from trading.services.submission import order_resolve
+
+    try:
+        outcome = order_resolve(order_id=int(order_id), gateway=_gateway())
+    except VenueError as exc:
+        # The venue could not answer the question; asking again is always safe.
+        log.warning("resolving order %s: venue did not answer (%s); retrying", order_id, exc)
+        raise self.retry(countdown=min(60, 2 ** min(self.request.retries, 6))) from None
+    if outcome.retry_in_s is not None:
+        raise self.retry(countdown=outcome.retry_in_s)
+
+
+@shared_task(name="trading.sweep_orders", soft_time_limit=20, time_limit=30, ignore_result=True,
+             expires=15)
+def sweep_orders() -> dict:
+    """Beat, every 15 s: re-enqueue orders a crash or a lost message left behind."""
+    from trading.services.submission import orders_sweep
+
+    found = orders_sweep()
+    for order_id in found["submit"]:
+        submit_order.delay(order_id)
+    for order_id in found["resolve"]:
+        resolve_order.delay(order_id)
+    return found
+
+
+@shared_task(name="trading.reconcile", soft_time_limit=120, time_limit=180, ignore_result=True, expires=60)
+def reconcile() -> dict:
+    """Beat, every minute, and at every worker start: compare the DB with the venue and repair."""
+    from infra.locks import LockNotAcquired, redis_lock
+    from trading.services.reconciliation import reconcile as run
+
+    try:
+        with redis_lock("reconcile", ttl_s=170):
+            return run(gateway=_gateway()).as_dict()
+    except LockNotAcquired:
+        log.info("reconciliation already running elsewhere")
+        return {}
+
+
+@worker_ready.connect
+def _reconcile_on_start(sender, **kwargs) -> None:
+    """ARCHITECTURE invariant 4: reconciliation also runs at every worker start."""
+    consumer = getattr(sender, "consumer", None) or sender
+    queues = {q.name for q in consumer.app.amqp.queues.consume_from.values()}
+    if queues & {"sync", "orders"}:
+        reconcile.apply_async(countdown=1)
+        sweep_orders.apply_async(countdown=1)
