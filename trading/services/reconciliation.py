@@ -243,6 +243,10 @@ def expected_holdings(venue: str) -> dict[str, Decimal]:
     return held
 
 
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
 def _check_drift(gateway: ExchangeGateway, report: ReconcileReport) -> None:
     expected = {a: q for a, q in expected_holdings(gateway.name).items() if q > 0}
     if not expected:
@@ -253,7 +257,7 @@ def _check_drift(gateway: ExchangeGateway, report: ReconcileReport) -> None:
         on_venue = balances[asset].total if asset in balances else Decimal(0)
         # Fees charged in the base asset make the venue hold slightly less; allow 1 %.
         if on_venue < qty * Decimal("0.99"):
-            report.drift.append({"asset": asset, "expected": str(qty), "on_venue": str(on_venue)})
+            report.drift.append({"asset": asset, "expected": _plain(qty), "on_venue": _plain(on_venue)})
     signature = json.dumps(report.drift, sort_keys=True)
     drift_key = key("reconcile", "drift", gateway.name)
     if signature == (get_redis().get(drift_key) or "[]"):
