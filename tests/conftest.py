@@ -96,3 +96,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- The crash matrix (tests/integration/test_crash_matrix.py) is printed after every run. ---
+def _crash_matrix_path():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return Path(os.environ.get("ALPHASNIPER_DATA_DIR", root / ".data")) / "test" / "crash-matrix.jsonl"
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):      # the xdist controller, or a plain run
+        _crash_matrix_path().unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    import json
+
+    path = _crash_matrix_path()
+    if hasattr(config, "workerinput") or not path.exists():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    terminalreporter.section("crash matrix: kill -9 of a real worker at each step of the submit path")
+    terminalreporter.write_line(f"{'kill point':<22}{'venue':<9}{'left at':<12}{'final':<9}"
+                                f"{'duplicate orders':>17}{'lost events':>13}{'position = venue':>18}")
+    for r in sorted(rows, key=lambda r: (r["kill_point"], r["venue"])):
+        terminalreporter.write_line(
+            f"{r['kill_point']:<22}{r['venue']:<9}{r['state_after_crash']:<12}{r['final_status']:<9}"
+            f"{r['duplicate_orders']:>17}{r['lost_events']:>13}{str(r['position_matches_venue']):>18}")

@@ -31,6 +31,7 @@ from infra.clock import datetime_to_ms, now_ms, now_utc
 from infra.redis import get_redis, key
 from trading.client_ids import PREFIX, is_ours
 from trading.exchanges.base import ExchangeGateway, VenueOrder, VenueTrade
+from trading.exchanges.errors import VenueError
 from trading.models import TERMINAL_STATUSES, AuditLog, Order, OrderEvent, OrderStatus
 from trading.services import lifecycle
 from trading.services.lifecycle import EventType
@@ -54,6 +55,7 @@ class ReconcileReport:
     statuses_repaired: list[str] = field(default_factory=list)
     unknown_on_venue: list[str] = field(default_factory=list)
     drift: list[dict] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)     # symbol -> why it could not be checked
 
     @property
     def changed(self) -> bool:
@@ -79,8 +81,16 @@ def reconcile(*, gateway: ExchangeGateway, symbols: list[str] | None = None) -> 
                  .values_list("symbol", flat=True))
     report.symbols = sorted(set(symbols if symbols is not None else _universe()) | active)
     for symbol in report.symbols:
-        _reconcile_symbol(gateway, symbol, report)
-    _check_drift(gateway, report)
+        try:
+            _reconcile_symbol(gateway, symbol, report)
+        except VenueError as exc:
+            # One symbol the venue cannot answer for must not leave every other one unchecked.
+            report.errors[symbol] = str(exc)
+            log.warning("reconciliation skipped %s: %s", symbol, exc)
+    try:
+        _check_drift(gateway, report)
+    except VenueError as exc:
+        report.errors["balances"] = str(exc)
     if report.changed:
         log.info("reconciliation repaired: %s", json.dumps(report.as_dict(), default=str))
     return report
