@@ -7,3 +7,6 @@ class AdminApiConfig(AppConfig):
 
     name = "adminapi"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from adminapi import schema  # noqa: F401  (registers the OpenAPI auth extension)

@@ -63,6 +63,17 @@ app.conf.beat_schedule = {
     # Order path safety nets (ARCHITECTURE invariants 2 and 4).
     "sweep-orders": {"task": "trading.sweep_orders", "schedule": _every(15), "options": {"expires": 15}},
     "reconcile": {"task": "trading.reconcile", "schedule": _every(60), "options": {"expires": 60}},
+    # Telegram outbox: re-enqueue messages whose delivery task was lost.
+    "telegram-flush-pending": {"task": "infra.telegram.flush_pending", "schedule": _every(60),
+                               "options": {"expires": 60}},
+    # Data-syncer + strategy (syncer/, strategy/). The tick entry runs every HK minute and acts
+    # only when a candle of the configured timeframe has just closed; it chains the strategy tick.
+    "syncer-tick": {"task": "syncer.tick", "schedule": crontab(minute="*"), "options": {"expires": 55}},
+    "syncer-market-snapshot": {"task": "syncer.market_snapshot", "schedule": _every(30),
+                               "options": {"expires": 30}},
+    "strategy-stop-monitor": {"task": "strategy.stop_monitor", "schedule": _every(20), "options": {"expires": 20}},
+    "strategy-daily-summary": {"task": "strategy.daily_summary", "schedule": crontab(minute="0", hour="8"),
+                               "options": {"expires": 3600}},
 }
 
 __all__ = ["app", "Queue", "crontab", "HEARTBEAT_PROCESSES", "HEARTBEAT_EVERY_S"]

@@ -2,7 +2,10 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from alphasniper_project.celery import HEARTBEAT_PROCESSES
-from infra import heartbeat
+from infra import (
+    heartbeat,
+    telegram,  # noqa: F401  (registers the infra.telegram.* tasks in every worker)
+)
 
 
 @shared_task(name="infra.heartbeat", ignore_result=True, soft_time_limit=5, time_limit=10, acks_late=False)

@@ -1,0 +1,409 @@
+"""What ``tbot prepare`` and ``tbot diagnose`` look at. Reads only; nothing here changes state.
+
+* ``prepare_checks()`` — "can this deployment trade?": configuration, migrations, PostgreSQL,
+  Redis, the broker, venue credentials (a signed read) and clock skew against the venue.
+* ``diagnose_findings()`` — "why was no order placed?": halt state, the latest decision of every
+  symbol with its reason code, process heartbeats, held locks, free balance, rate-limit state,
+  unresolved orders and Telegram delivery problems.
+
+Every item is ``{code, severity, detail, fix}`` (``severity``: info | warning | error); each
+check survives the failure of any other (a dead Redis is a finding, not a traceback).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+INFO, WARNING, ERROR = "info", "warning", "error"
+SKEW_WARN_MS = 1000
+SKEW_ERROR_MS = 5000
+TIMEFRAME_S = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
+RATELIMIT_PATTERN = "alphasniper:ratelimit:*"
+
+
+def finding(code: str, severity: str, detail: str, fix: str = "", **data: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": code, "severity": severity, "detail": detail, "fix": fix}
+    if data:
+        out["data"] = data
+    return out
+
+
+def _guard(name: str, check: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    try:
+        return check()
+    except Exception as exc:  # one broken dependency must not hide the other findings
+        detail = f"{name} check failed: {type(exc).__name__}: {exc}"[:500]
+        return [finding(f"{name.upper()}_CHECK_FAILED", ERROR, detail, "see the error; the other findings still hold")]
+
+
+def _venue_env() -> str:
+    prefix = settings.VENUE.name.upper()
+    return f"{prefix}_API_KEY / {prefix}_API_SECRET" + (f" and {prefix}_BASE_URL" if settings.VENUE.base_url else "")
+
+
+def _gateway():
+    """The venue gateway, or raises ImportError while ``trading.exchanges.get_gateway`` is absent."""
+    try:
+        from trading.exchanges import get_gateway  # the only door to the venue
+    except ImportError:
+        from trading.exchanges.factory import get_gateway
+
+    return get_gateway()
+
+
+def _venue_error_class() -> type[Exception]:
+    from trading.exchanges.errors import VenueError
+
+    return VenueError
+
+
+# --- prepare --------------------------------------------------------------------------------
+
+def _check_configuration() -> list[dict[str, Any]]:
+    from infra.telegram import telegram_enabled
+    from trading.config_schema import ConfigValidationError, config_get
+
+    out = []
+    config = settings.CONFIG
+    out.append(finding("CONFIG_ENV_OK", INFO,
+                       f"environment valid: ALPHASNIPER_ENV={config.run_mode}, venue={settings.VENUE.name}"
+                       + (" (testnet)" if settings.VENUE.testnet else "")
+                       + (f", base URL {settings.VENUE.base_url}" if settings.VENUE.base_url else "")))
+    if not settings.ADMIN_TOKEN:
+        out.append(finding("ADMIN_TOKEN_UNSET", WARNING, "ADMIN_TOKEN is not set: the /admin API refuses every call",
+                           "set ADMIN_TOKEN (at least 16 random characters) in the environment"))
+    if not telegram_enabled():
+        out.append(finding("TELEGRAM_DISABLED", INFO, "Telegram is disabled: operator actions are not announced",
+                           "set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID to enable it"))
+    try:
+        cfg = config_get()
+        out.append(finding("STRATEGY_CONFIG_OK", INFO,
+                           f"strategy config valid (version {cfg.version}): {len(cfg.universe)} symbols, "
+                           f"timeframe {cfg.timeframe}"))
+    except ConfigValidationError as exc:
+        out.append(finding("STRATEGY_CONFIG_INVALID", ERROR, f"stored strategy config is invalid: {exc}",
+                           "fix the named keys with `tbot`/API update_config or the Django admin"))
+    return out
+
+
+def _check_migrations() -> list[dict[str, Any]]:
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    unapplied = [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]
+    if unapplied:
+        return [finding("MIGRATIONS_UNAPPLIED", ERROR, f"{len(unapplied)} unapplied migration(s): "
+                        + ", ".join(unapplied[:20]), "run `python manage.py migrate`", unapplied=unapplied)]
+    return [finding("MIGRATIONS_OK", INFO, "all migrations applied")]
+
+
+def _check_database() -> list[dict[str, Any]]:
+    with connection.cursor() as cur:
+        cur.execute("SHOW server_version")
+        version = cur.fetchone()[0]
+    return [finding("DATABASE_OK", INFO, f"PostgreSQL {version} answers")]
+
+
+def _check_redis() -> list[dict[str, Any]]:
+    import redis as redis_lib
+
+    from infra.redis import get_redis
+
+    out = []
+    try:
+        version = get_redis().info("server")["redis_version"]
+        out.append(finding("REDIS_OK", INFO, f"Redis {version} answers"))
+    except redis_lib.RedisError as exc:
+        out.append(finding("REDIS_DOWN", ERROR, f"Redis at REDIS_URL does not answer: {exc}",
+                           "start Redis or fix REDIS_URL; without it there are no locks and no heartbeats"))
+    try:
+        client = redis_lib.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
+        client.ping()
+        out.append(finding("BROKER_OK", INFO, "Celery broker answers"))
+    except redis_lib.RedisError as exc:
+        out.append(finding("BROKER_DOWN", ERROR, f"Celery broker does not answer: {exc}",
+                           "start the broker or fix CELERY_BROKER_URL; no task can run without it"))
+    return out
+
+
+def _check_venue() -> list[dict[str, Any]]:
+    venue_error = _venue_error_class()
+    try:
+        gateway = _gateway()
+    except ImportError as exc:
+        return [finding("GATEWAY_UNAVAILABLE", ERROR, f"venue gateway is not available: {exc}",
+                        "this build lacks trading.exchanges.get_gateway")]
+    except venue_error as exc:
+        return [finding("VENUE_CREDENTIALS_FAILED", ERROR, f"could not build the {settings.VENUE.name} gateway: {exc}",
+                        f"check {_venue_env()}")]
+    out = []
+    try:
+        balances = gateway.fetch_balances()
+        held = sorted(asset for asset, b in balances.items() if getattr(b, "total", 0))
+        out.append(finding("VENUE_CREDENTIALS_OK", INFO,
+                           f"signed read on {settings.VENUE.name} succeeded; assets held: {', '.join(held) or 'none'}"))
+    except venue_error as exc:
+        out.append(finding("VENUE_CREDENTIALS_FAILED", ERROR, f"signed read on {settings.VENUE.name} failed: {exc}",
+                           f"check {_venue_env()} (key permissions: read + spot trade; IP allow-list)"))
+    try:
+        before = time.time() * 1000
+        server_ms = gateway.server_time_ms()
+        after = time.time() * 1000
+        skew = int(server_ms - (before + after) / 2)
+        detail = f"clock skew vs {settings.VENUE.name}: {skew:+d} ms (round trip {after - before:.0f} ms)"
+        if abs(skew) > SKEW_ERROR_MS:
+            out.append(finding("CLOCK_SKEW", ERROR, detail, "synchronise the host clock (chrony / ntpd)", skew_ms=skew))
+        elif abs(skew) > SKEW_WARN_MS:
+            out.append(finding("CLOCK_SKEW", WARNING, detail, "synchronise the host clock (chrony / ntpd)",
+                               skew_ms=skew))
+        else:
+            out.append(finding("CLOCK_OK", INFO, detail, skew_ms=skew))
+    except venue_error as exc:
+        out.append(finding("VENUE_TIME_FAILED", ERROR, f"could not read {settings.VENUE.name} server time: {exc}",
+                           f"check network access to the venue ({_venue_env()})"))
+    return out
+
+
+def prepare_checks() -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = []
+    for name, check in (("configuration", _check_configuration), ("migrations", _check_migrations),
+                        ("database", _check_database), ("redis", _check_redis), ("venue", _check_venue)):
+        checks.extend(_guard(name, check))
+    return checks
+
+
+# --- diagnose -------------------------------------------------------------------------------
+
+def _diag_halt() -> list[dict[str, Any]]:
+    from trading.services.control import is_halted
+
+    halt = is_halted()
+    if halt.halted:
+        return [finding("HALTED", ERROR,
+                        f"trading is halted since {halt.at} by {halt.by} ({halt.reason_code}: {halt.reason})",
+                        "if the cause is dealt with: tbot resume --reason-code <CODE> --reason '<why>'",
+                        **halt.as_json())]
+    return [finding("NOT_HALTED", INFO, "trading is not halted")]
+
+
+def _config():
+    from trading.config_schema import ConfigValidationError, config_defaults, config_get
+
+    try:
+        return config_get(), []
+    except ConfigValidationError as exc:
+        return config_defaults(), [finding(
+            "STRATEGY_CONFIG_INVALID", ERROR, f"stored strategy config is invalid: {exc}",
+            "fix the named keys (update_config); the strategy refuses to run on it")]
+
+
+def _diag_decisions() -> list[dict[str, Any]]:
+    from trading.selectors import latest_decisions_per_symbol
+
+    cfg, out = _config()
+    latest = latest_decisions_per_symbol(symbols=list(cfg.universe))
+    if not latest:
+        out.append(finding("NO_DECISIONS", WARNING, "the strategy has not recorded a decision for any symbol of the "
+                           "universe", "check that beat runs and the strategy-engine consumes queue 'strategy'"))
+        return out
+    stale_after = timedelta(seconds=2 * TIMEFRAME_S.get(cfg.timeframe, 900) + 300)
+    now = timezone.now()
+    for symbol in cfg.universe:
+        d = latest.get(symbol)
+        if d is None:
+            out.append(finding("NO_DECISION_FOR_SYMBOL", WARNING, f"{symbol}: no decision recorded yet",
+                               "check candles are synced for it (data-syncer) and the strategy tick runs",
+                               symbol=symbol))
+            continue
+        data = {"symbol": symbol, "tick_id": d.tick_id, "decision": d.decision, "reason_code": d.reason_code,
+                "trace_id": d.trace_id}
+        detail = f"{symbol}: {d.decision} ({d.reason_code}) at tick {d.tick_id}"
+        if now - d.created_at > stale_after:
+            out.append(finding("DECISION_STALE", WARNING, f"{detail} — last decision is {now - d.created_at} old",
+                               "check beat, the strategy-engine heartbeat and candle sync", **data))
+        elif d.decision == "blocked":
+            out.append(finding("DECISION_BLOCKED", WARNING, detail,
+                               "the risk gate blocked the entry: see reason_code (halt, limits, stale data, balance)",
+                               **data))
+        else:
+            out.append(finding("LATEST_DECISION", INFO, detail,
+                               "" if d.decision == "enter" else "none needed: the strategy saw no entry", **data))
+    return out
+
+
+def _diag_health() -> list[dict[str, Any]]:
+    from infra.health import check_health
+
+    _healthy, report = check_health()
+    out = []
+    for name, component in report["components"].items():
+        if not component["ok"]:
+            out.append(finding("COMPONENT_DOWN", ERROR, f"{name} is down: {component.get('error')}",
+                               f"restore {name}; trading fails closed without it", component=name))
+    for name, process in report["processes"].items():
+        if not process["ok"]:
+            out.append(finding("PROCESS_STALE", ERROR, f"{name}: {process.get('error')}",
+                               f"start or restart {name} (see `make run` / docker compose)", process=name,
+                               heartbeat_age_s=process.get("heartbeat_age_s")))
+    if not out:
+        out.append(finding("HEALTH_OK", INFO, "database, Redis, broker and every process heartbeat are fine"))
+    return out
+
+
+def _diag_locks() -> list[dict[str, Any]]:
+    from infra.locks import held_locks
+
+    locks = held_locks()
+    if not locks:
+        return [finding("NO_LOCKS_HELD", INFO, "no Redis locks are held")]
+    out = []
+    for name, ttl_ms in sorted(locks.items()):
+        if ttl_ms < 0:
+            out.append(finding("LOCK_WITHOUT_TTL", WARNING, f"lock {name!r} is held with no expiry",
+                               f"if no worker is running that work: redis-cli DEL alphasniper:lock:{name}", lock=name))
+        else:
+            out.append(finding("LOCK_HELD", INFO, f"lock {name!r} is held ({ttl_ms} ms left)",
+                               "work on it is in progress (it expires on its own)", lock=name, ttl_ms=ttl_ms))
+    return out
+
+
+def _diag_balance() -> list[dict[str, Any]]:
+    cfg, _ = _config()
+    quotes = sorted({s.split("/")[1] for s in cfg.universe if "/" in s})
+    try:
+        gateway = _gateway()
+    except ImportError as exc:
+        return [finding("GATEWAY_UNAVAILABLE", WARNING, f"cannot read balances: {exc}", "")]
+    try:
+        balances = gateway.fetch_balances()
+    except _venue_error_class() as exc:
+        return [finding("VENUE_ERROR", ERROR, f"cannot read balances on {settings.VENUE.name}: {exc}",
+                        f"check {_venue_env()} and venue reachability (`tbot prepare`)")]
+    out = []
+    for quote in quotes:
+        balance = balances.get(quote)
+        free = Decimal(balance.free) if balance is not None else Decimal(0)
+        if free <= 0:
+            out.append(finding("NO_FREE_BALANCE", ERROR, f"free {quote} balance is 0: no entry can be sized",
+                               f"deposit {quote} or release it from open orders", asset=quote, free="0"))
+        else:
+            shown = format(free.normalize(), "f")
+            out.append(finding("FREE_BALANCE", INFO, f"free {quote}: {shown}", "", asset=quote, free=shown))
+    return out
+
+
+def _diag_ratelimit() -> list[dict[str, Any]]:
+    """The venue's ban / back-off / budget use, read through the limiter's own reporting
+    (``trading.exchanges.ratelimit.rate_limit_state``) when present, else from the raw keys."""
+    venue = settings.VENUE.name
+    try:
+        from trading.exchanges.ratelimit import rate_limit_state
+    except ImportError:
+        return _diag_ratelimit_raw()
+    state = rate_limit_state(venue)
+    out = []
+    ban = state.get("banned")
+    if ban:
+        out.append(finding("VENUE_BANNED", ERROR, f"{venue} has banned our IP/account; {ban.get('remaining_s')} s left",
+                           "wait for the ban to expire; then reduce request volume (universe size, timeframe)",
+                           **{k: v for k, v in ban.items() if k != "venue"}))
+    for account in state.get("accounts", []):
+        if account.get("backoff_s"):
+            out.append(finding("RATE_LIMITED", WARNING,
+                               f"{venue} asked us to back off: {account['backoff_s']} s left (account "
+                               f"{account.get('account')})", "wait; if it recurs reduce request volume",
+                               account=account.get("account"), backoff_s=account["backoff_s"]))
+        for name, budget in (account.get("budgets") or {}).items():
+            pct = budget.get("used_pct")
+            if pct is not None and pct >= 80:
+                out.append(finding("RATE_LIMIT_NEAR", WARNING,
+                                   f"{venue} budget {name} is {pct}% used ({budget.get('used')}/{budget.get('limit')} "
+                                   f"per {budget.get('window_s')} s)", "requests will be delayed until it frees",
+                                   budget=name, used_pct=pct))
+    if not out:
+        out.append(finding("RATE_LIMIT_CLEAR", INFO, f"no ban, back-off or exhausted budget for {venue}", ""))
+    return out
+
+
+def _diag_ratelimit_raw() -> list[dict[str, Any]]:
+    from infra.redis import get_redis
+
+    client = get_redis()
+    keys = sorted(client.scan_iter(match=RATELIMIT_PATTERN, count=200))[:200]
+    blocking = []
+    for k in keys:
+        name = k.removeprefix("alphasniper:ratelimit:")
+        if not any(word in name.lower() for word in ("ban", "backoff", "penalty", "blocked")):
+            continue
+        ttl_ms = client.pttl(k)
+        if ttl_ms == -2:
+            continue
+        value = client.get(k) if client.type(k) == "string" else f"<{client.type(k)}>"
+        blocking.append(finding("RATE_LIMITED", WARNING,
+                                f"rate-limit back-off in force: {name} = {value!r} ({ttl_ms} ms left)",
+                                "wait for it to expire; if it recurs reduce request volume", key=k, ttl_ms=ttl_ms))
+    if blocking:
+        return blocking
+    return [finding("RATE_LIMIT_CLEAR", INFO, f"no rate-limit back-off in Redis ({len(keys)} budget key(s))", "")]
+
+
+def _diag_orders() -> list[dict[str, Any]]:
+    from trading.selectors import unresolved_orders, unresolved_orders_count
+
+    count = unresolved_orders_count()
+    if not count:
+        return [finding("NO_UNRESOLVED_ORDERS", INFO, "no order is in submitted / submit_unknown")]
+    orders = list(unresolved_orders(limit=10))
+    listed = ", ".join(f"{o.client_order_id} ({o.status}, {o.symbol})" for o in orders)
+    return [finding("UNRESOLVED_ORDERS", WARNING, f"{count} order(s) with an unresolved send: {listed}",
+                    "reconciliation resolves them by client order id; check the data-syncer and `tbot status`",
+                    client_order_ids=[o.client_order_id for o in orders])]
+
+
+def _diag_telegram() -> list[dict[str, Any]]:
+    from infra.telegram import telegram_enabled, telegram_problems
+
+    problems = telegram_problems(since=timezone.now() - timedelta(hours=24))
+    out = []
+    if problems["failed"]:
+        last = problems["failed"][0]
+        out.append(finding("TELEGRAM_FAILED", WARNING,
+                           f"{len(problems['failed'])} Telegram message(s) failed in the last 24 h; last error: "
+                           f"{last.last_error}", "check TELEGRAM_BOT_TOKEN / TELEGRAM_CHAT_ID and that the bot is in "
+                           "the chat", outbox_ids=[r.pk for r in problems["failed"]]))
+    if problems["overdue"]:
+        out.append(finding("TELEGRAM_BACKLOG", WARNING,
+                           f"{len(problems['overdue'])} Telegram message(s) pending past their delivery time",
+                           "check the data-syncer worker (queue 'sync') and the broker",
+                           outbox_ids=[r.pk for r in problems["overdue"]]))
+    if not telegram_enabled():
+        out.append(finding("TELEGRAM_DISABLED", INFO, "Telegram is disabled (TELEGRAM_BOT_TOKEN unset)",
+                           "set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID to be notified"))
+    return out
+
+
+def diagnose_findings() -> list[dict[str, Any]]:
+    findings: list[dict[str, Any]] = []
+    for name, check in (("halt", _diag_halt), ("decisions", _diag_decisions), ("health", _diag_health),
+                        ("locks", _diag_locks), ("balance", _diag_balance), ("ratelimit", _diag_ratelimit),
+                        ("orders", _diag_orders), ("telegram", _diag_telegram)):
+        findings.extend(_guard(name, check))
+    return findings
+
+
+def has_problems(items: list[dict[str, Any]]) -> bool:
+    """Exit-code rule of diagnose: any warning or error is a finding worth exit 1."""
+    return any(item["severity"] in (WARNING, ERROR) for item in items)
+
+
+def has_errors(items: list[dict[str, Any]]) -> bool:
+    return any(item["severity"] == ERROR for item in items)

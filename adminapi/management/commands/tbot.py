@@ -1,0 +1,198 @@
+"""tbot — the operator CLI: ``python manage.py tbot <subcommand>`` (or the ``tbot`` console script).
+
+    tbot prepare                     can this deployment trade? (config, migrations, DB, Redis,
+                                     broker, venue credentials, clock skew)
+    tbot status                      the same content as GET /admin/status
+    tbot diagnose                    why was no order placed? findings {code, severity, detail, fix}
+    tbot halt --reason-code C --reason R [--by WHO]
+    tbot resume --reason-code C --reason R [--by WHO]
+    tbot emergency-exit --confirm EMERGENCY_EXIT --reason-code C --reason R [--by WHO] [--flatten-all]
+
+Every subcommand takes ``--json``. Writes go through the same services as the API (audit row
+with source ``cli``, Telegram after commit). ``--by`` defaults to the OS user.
+
+Exit codes: 0 ok; 1 findings / problems (a failed prepare check, a diagnose warning or error,
+an emergency exit that left assets behind); 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from adminapi import diagnostics
+from infra.logging import trace_context
+from trading.config_schema import ConfigValidationError
+from trading.selectors import system_status
+from trading.services import control
+from trading.services.emergency import emergency_exit
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+SOURCE = "cli"
+EMERGENCY_CONFIRMATION = "EMERGENCY_EXIT"
+SEVERITY_MARK = {"info": "  ", "warning": "! ", "error": "X "}
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry for this uid (containers)
+        return os.environ.get("USER") or f"uid-{os.getuid()}"
+
+
+class Command(BaseCommand):
+    help = "Operator CLI: prepare | status | diagnose | halt | resume | emergency-exit (see --help of each)."
+    requires_system_checks: list[str] = []   # `prepare` is the check; tbot must work on a broken deployment
+    standalone = False                         # True when run as the `tbot` console script
+
+    def add_arguments(self, parser) -> None:
+        if self.standalone:
+            parser.prog = "tbot"   # before the subparsers copy it into their own usage lines
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+        def add(name: str, help_text: str, *, writes: bool = False):
+            p = sub.add_parser(name, help=help_text, description=help_text)
+            p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+            if writes:
+                p.add_argument("--by", default=None, help="who is acting (default: the OS user)")
+                p.add_argument("--reason-code", required=True, help="e.g. MANUAL_HALT (^[A-Z][A-Z0-9_]{1,63}$)")
+                p.add_argument("--reason", required=True, help="why, in words")
+            return p
+
+        add("prepare", "Check configuration, migrations, DB, Redis, broker, venue credentials and clock skew.")
+        add("status", "Halt state, config version, venue, order counts, heartbeats, last decision.")
+        add("diagnose", "Why was no order placed? Findings with code, severity, detail and fix.")
+        add("halt", "Halt new entries (audited; idempotent).", writes=True)
+        add("resume", "Resume new entries (audited; idempotent).", writes=True)
+        em = add("emergency-exit", "Halt, cancel open orders and flatten positions.", writes=True)
+        em.add_argument("--confirm", required=True, help=f"must be exactly {EMERGENCY_CONFIRMATION}")
+        em.add_argument("--flatten-all", action="store_true",
+                        help="also sell every non-quote asset on the venue, not only the strategy's positions")
+
+    # --- output ---------------------------------------------------------------------------
+
+    def _emit(self, payload: dict[str, Any], text: str) -> None:
+        if self.as_json:
+            self.stdout.write(json.dumps(payload, default=str, sort_keys=True))
+        else:
+            self.stdout.write(text)
+
+    def _fail_usage(self, problems: dict[str, list[str]]) -> int:
+        if self.as_json:
+            self.stdout.write(json.dumps({"ok": False, "error": "invalid_input", "fields": problems}, sort_keys=True))
+        else:
+            for field, items in problems.items():
+                self.stderr.write(f"tbot: {field}: {'; '.join(items)}")
+        return EXIT_USAGE
+
+    # --- entry point ----------------------------------------------------------------------
+
+    def handle(self, *args, **options) -> None:
+        self.as_json = bool(options.get("json"))
+        name = options["subcommand"]
+        with trace_context() as trace_id:
+            code = getattr(self, "cmd_" + name.replace("-", "_"))(options, trace_id)
+        if code:
+            raise SystemExit(code)
+
+    # --- subcommands ----------------------------------------------------------------------
+
+    def cmd_prepare(self, options, trace_id: str) -> int:
+        checks = diagnostics.prepare_checks()
+        ok = not diagnostics.has_errors(checks)
+        lines = [f"{SEVERITY_MARK[c['severity']]}{c['code']}: {c['detail']}" + (f"\n    fix: {c['fix']}" if c["fix"]
+                 and c["severity"] != "info" else "") for c in checks]
+        lines.append("prepare: OK — ready to trade" if ok else "prepare: FAILED — fix the errors above")
+        self._emit({"ok": ok, "checks": checks}, "\n".join(lines))
+        return EXIT_OK if ok else EXIT_PROBLEMS
+
+    def cmd_status(self, options, trace_id: str) -> int:
+        st = system_status()
+        halt = st["halt"]
+        hb = ", ".join(f"{p} {'never' if a is None else f'{a:.0f}s'}" for p, a in st["heartbeats"].items())
+        last = st["last_decision"]
+        last_text = "none"
+        if last:
+            last_text = f"tick {last['tick_id']} {last['symbol']} {last['decision']} ({last['reason_code']})"
+        lines = [
+            f"venue:             {st['venue']}",
+            "halted:            " + (f"YES since {halt['at']} by {halt['by']} ({halt['reason_code']}: {halt['reason']})"
+                                     if st["halted"] else "no"),
+            f"config version:    {st['config_version']}",
+            f"open orders:       {st['open_orders']}",
+            f"unresolved orders: {st['unresolved_orders']}",
+            f"heartbeats:        {hb}" + (f" (Redis error: {st['heartbeat_error']})" if st["heartbeat_error"] else ""),
+            f"last decision:     {last_text}",
+        ]
+        self._emit(st, "\n".join(lines))
+        return EXIT_OK
+
+    def cmd_diagnose(self, options, trace_id: str) -> int:
+        findings = diagnostics.diagnose_findings()
+        problems = diagnostics.has_problems(findings)
+        lines = [f"{SEVERITY_MARK[f['severity']]}{f['code']}: {f['detail']}" + (f"\n    fix: {f['fix']}" if f["fix"]
+                 else "") for f in findings]
+        self._emit({"ok": not problems, "findings": findings}, "\n".join(lines))
+        return EXIT_PROBLEMS if problems else EXIT_OK
+
+    def _halt_or_resume(self, service, options, trace_id: str) -> int:
+        actor = options["by"] or default_actor()
+        try:
+            state = service(actor=actor, source=SOURCE, reason_code=options["reason_code"], reason=options["reason"],
+                            trace_id=trace_id)
+        except control.OperatorInputError as exc:
+            return self._fail_usage(exc.problems)
+        text = (f"trading {'HALTED' if state.halted else 'running'} — by {state.by} at {state.at} "
+                f"({state.reason_code}: {state.reason}); trace_id {trace_id}")
+        self._emit({"ok": True, "halted": state.halted, "halt": state.as_json(), "trace_id": trace_id}, text)
+        return EXIT_OK
+
+    def cmd_halt(self, options, trace_id: str) -> int:
+        return self._halt_or_resume(control.trading_halt, options, trace_id)
+
+    def cmd_resume(self, options, trace_id: str) -> int:
+        return self._halt_or_resume(control.trading_resume, options, trace_id)
+
+    def cmd_emergency_exit(self, options, trace_id: str) -> int:
+        actor = options["by"] or default_actor()
+        problems = control.operator_input_problems(actor=actor, source=SOURCE, reason_code=options["reason_code"],
+                                                   reason=options["reason"], trace_id=trace_id)
+        if options["confirm"] != EMERGENCY_CONFIRMATION:
+            problems["confirm"] = [f"must be exactly {EMERGENCY_CONFIRMATION}"]
+        if problems:
+            return self._fail_usage(problems)
+        try:
+            report = emergency_exit(actor=actor, source=SOURCE, reason_code=options["reason_code"],
+                                              reason=options["reason"], flatten_all=options["flatten_all"],
+                                              trace_id=trace_id)
+        except (control.OperatorInputError, ConfigValidationError) as exc:
+            return self._fail_usage(exc.problems)
+        remaining = {k: str(v) for k, v in report.remaining.items()}
+        left = {k: v for k, v in remaining.items() if _nonzero(v)}
+        payload = {"ok": not left, "canceled_orders": list(report.canceled_orders),
+                   "exit_orders": list(report.exit_orders), "remaining": remaining,
+                   "already_flat": report.already_flat, "trace_id": trace_id}
+        text = "\n".join([
+            "emergency exit: " + ("already flat" if report.already_flat else "done"),
+            f"canceled orders: {', '.join(report.canceled_orders) or 'none'}",
+            f"exit orders:     {', '.join(report.exit_orders) or 'none'}",
+            f"remaining:       {', '.join(f'{k} {v}' for k, v in remaining.items()) or 'nothing'}",
+            f"trace_id:        {trace_id}",
+        ])
+        self._emit(payload, text)
+        return EXIT_PROBLEMS if left else EXIT_OK
+
+
+def _nonzero(value: str) -> bool:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(value) != 0
+    except InvalidOperation:
+        return True

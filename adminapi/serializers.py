@@ -1,0 +1,242 @@
+"""Request and response shapes of the /admin API, with explicit fields so the OpenAPI schema is
+complete. Input serializers check shape and format only; the services decide."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from strategy.models import StrategyDecision
+from trading.config_schema import SCHEMA, SYMBOL_RE, ConfigValidationError, config_validate
+from trading.models import AuditLog, Order, OrderEvent, OrderStatus
+from trading.selectors import DEFAULT_LIMIT, MAX_LIMIT
+from trading.services.control import REASON_CODE_RE
+
+EMERGENCY_CONFIRMATION = "EMERGENCY_EXIT"
+REASON_CODE_MESSAGE = ("must be 2-64 characters of A-Z, 0-9 and _, starting with a letter "
+                       "(pattern ^[A-Z][A-Z0-9_]+$, e.g. MANUAL_HALT)")
+
+
+# --- requests -------------------------------------------------------------------------------
+
+class OperatorActionSerializer(serializers.Serializer):
+    """Who acts and why: required on every mutating call."""
+
+    by = serializers.CharField(max_length=100, help_text="Who is acting (a person, not 'admin').")
+    reason_code = serializers.RegexField(
+        REASON_CODE_RE.pattern, max_length=64, help_text="Machine-readable reason, e.g. MANUAL_HALT.",
+        # no braces in the message: DRF passes it through str.format for non-string input
+        error_messages={"invalid": REASON_CODE_MESSAGE},
+    )
+    reason = serializers.CharField(max_length=2000, help_text="Why, in words.")
+
+
+def _key_schema(key: str) -> dict:
+    spec = SCHEMA[key]
+    if spec.kind == "int":
+        out: dict = {"type": "integer"}
+    elif spec.kind == "decimal":
+        out = {"oneOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d+(\.\d+)?$"}]}
+    elif spec.kind == "choice":
+        out = {"type": "string", "enum": list(spec.choices)}
+    else:
+        out = {"type": "array", "items": {"type": "string", "pattern": SYMBOL_RE.pattern}, "minItems": 1,
+               "uniqueItems": True}
+    if spec.kind == "int":
+        if spec.minimum is not None:
+            out["minimum"] = int(spec.minimum)
+        if spec.maximum is not None:
+            out["maximum"] = int(spec.maximum)
+    out["description"] = spec.description
+    return out
+
+
+@extend_schema_field({
+    "type": "object",
+    "properties": {key: _key_schema(key) for key in SCHEMA},
+    "additionalProperties": False,
+    "minProperties": 1,
+    "description": "Config keys to change and their new values (see GET /admin/config for the rules).",
+})
+class ConfigChangesField(serializers.DictField):
+    child = serializers.JSONField()
+
+
+class UpdateConfigSerializer(OperatorActionSerializer):
+    changes = ConfigChangesField()
+
+    def validate_changes(self, value):
+        try:
+            config_validate(value)
+        except ConfigValidationError as exc:
+            raise serializers.ValidationError(exc.problems) from None
+        return value
+
+
+class EmergencyExitSerializer(OperatorActionSerializer):
+    confirm = serializers.ChoiceField(
+        choices=[EMERGENCY_CONFIRMATION], help_text='Must be exactly "EMERGENCY_EXIT".',
+        error_messages={"invalid_choice": f'must be exactly "{EMERGENCY_CONFIRMATION}"'},
+    )
+    flatten_all = serializers.BooleanField(
+        default=False, help_text="Also sell every non-quote asset on the venue, not only the strategy's positions.",
+    )
+
+
+class LimitQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+
+
+class OrdersQuerySerializer(LimitQuerySerializer):
+    status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
+    symbol = serializers.RegexField(SYMBOL_RE.pattern, required=False,
+                                    error_messages={"invalid": "must be a unified symbol like BTC/USDT"})
+    intent = serializers.ChoiceField(choices=Order.Intent.choices, required=False)
+    since = serializers.DateTimeField(required=False, help_text="ISO-8601; orders created at or after it.")
+
+
+class DecisionsQuerySerializer(LimitQuerySerializer):
+    tick_id = serializers.CharField(max_length=32, required=False)
+    symbol = serializers.RegexField(SYMBOL_RE.pattern, required=False,
+                                    error_messages={"invalid": "must be a unified symbol like BTC/USDT"})
+    decision = serializers.CharField(max_length=16, required=False)
+    reason_code = serializers.CharField(max_length=64, required=False)
+
+
+class AuditQuerySerializer(LimitQuerySerializer):
+    action = serializers.CharField(max_length=50, required=False)
+    actor = serializers.CharField(max_length=100, required=False)
+
+
+# --- responses ------------------------------------------------------------------------------
+
+class HaltStateSerializer(serializers.Serializer):
+    halted = serializers.BooleanField()
+    by = serializers.CharField(allow_null=True)
+    reason_code = serializers.CharField(allow_null=True)
+    reason = serializers.CharField(allow_null=True)
+    at = serializers.CharField(allow_null=True, help_text="ISO-8601 UTC")
+    trace_id = serializers.CharField(allow_null=True)
+
+
+class HaltResponseSerializer(serializers.Serializer):
+    halted = serializers.BooleanField()
+    halt = HaltStateSerializer()
+    trace_id = serializers.CharField(help_text="Trace id of this request (also on its audit row).")
+
+
+class ConfigChangeSerializer(serializers.Serializer):
+    before = serializers.JSONField()
+    after = serializers.JSONField()
+
+
+class UpdateConfigResponseSerializer(serializers.Serializer):
+    changed = serializers.DictField(child=ConfigChangeSerializer())
+    unchanged = serializers.ListField(child=serializers.CharField())
+    version = serializers.IntegerField()
+    audit_id = serializers.IntegerField()
+    values = serializers.DictField(child=serializers.JSONField())
+    trace_id = serializers.CharField()
+
+
+class EmergencyExitResponseSerializer(serializers.Serializer):
+    canceled_orders = serializers.ListField(child=serializers.CharField())
+    exit_orders = serializers.ListField(child=serializers.CharField())
+    remaining = serializers.DictField(child=serializers.CharField(), help_text="asset -> quantity still held")
+    already_flat = serializers.BooleanField()
+    trace_id = serializers.CharField()
+
+
+class LastDecisionSerializer(serializers.Serializer):
+    tick_id = serializers.CharField()
+    symbol = serializers.CharField()
+    decision = serializers.CharField()
+    reason_code = serializers.CharField()
+    trace_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class StatusSerializer(serializers.Serializer):
+    halted = serializers.BooleanField()
+    halt = HaltStateSerializer()
+    config_version = serializers.IntegerField()
+    venue = serializers.CharField()
+    open_orders = serializers.IntegerField()
+    unresolved_orders = serializers.IntegerField(help_text="Orders in submitted / submit_unknown.")
+    heartbeats = serializers.DictField(child=serializers.FloatField(allow_null=True),
+                                       help_text="Seconds since each process last beat; null = never.")
+    heartbeat_error = serializers.CharField(allow_null=True)
+    last_decision = LastDecisionSerializer(allow_null=True)
+
+
+class ConfigKeySerializer(serializers.Serializer):
+    key = serializers.CharField()
+    type = serializers.CharField()
+    value = serializers.JSONField()
+    default = serializers.JSONField()
+    minimum = serializers.CharField(allow_null=True)
+    maximum = serializers.CharField(allow_null=True)
+    exclusive_minimum = serializers.BooleanField()
+    choices = serializers.ListField(child=serializers.CharField())
+    description = serializers.CharField()
+    source = serializers.ChoiceField(choices=["stored", "default"])
+    version = serializers.IntegerField()
+    updated_at = serializers.DateTimeField(allow_null=True)
+    updated_by = serializers.CharField(allow_null=True)
+    problems = serializers.ListField(child=serializers.CharField())
+
+
+class ConfigResponseSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    valid = serializers.BooleanField()
+    values = serializers.DictField(child=serializers.JSONField())
+    keys = ConfigKeySerializer(many=True)
+    halt = HaltStateSerializer()
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Order
+        fields = [
+            "client_order_id", "venue", "venue_order_id", "strategy", "symbol", "side", "type", "intent",
+            "quantity", "price", "status", "filled_quantity", "filled_quote", "fee_quote", "tick_id", "trace_id",
+            "reason_code", "submit_attempts", "last_error", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class OrderEventSerializer(serializers.ModelSerializer):
+    client_order_id = serializers.CharField(source="order.client_order_id", read_only=True)
+
+    class Meta:
+        model = OrderEvent
+        fields = ["id", "client_order_id", "event_type", "source", "payload", "trace_id", "reason_code",
+                  "idempotency_key", "created_at"]
+        read_only_fields = fields
+
+
+class OrderEventsResponseSerializer(serializers.Serializer):
+    order = OrderSerializer()
+    events = OrderEventSerializer(many=True)
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StrategyDecision
+        fields = ["id", "strategy", "tick_id", "symbol", "decision", "reason_code", "trace_id", "inputs",
+                  "created_at"]
+        read_only_fields = fields
+
+
+class AuditLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditLog
+        fields = ["id", "created_at", "actor", "source", "action", "reason_code", "reason", "before", "after",
+                  "trace_id"]
+        read_only_fields = fields
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.CharField()
+    fields = serializers.DictField(child=serializers.JSONField(), required=False)

@@ -1,0 +1,184 @@
+"""The /admin API. Views parse, call one service or selector, and shape the answer; no decisions.
+
+Writes: ``trading.services.control`` (halt, resume, config) and ``trading.services.emergency``
+(emergency exit), each of which audits in the same transaction. The request's trace id
+(``infra.logging.TraceIdMiddleware``) becomes the audit row's ``trace_id``.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from adminapi import serializers as s
+from infra.logging import new_trace_id
+from trading import selectors
+from trading.config_schema import SCHEMA, ConfigValidationError
+from trading.models import Order
+from trading.services import control
+from trading.services.emergency import emergency_exit
+
+ERRORS = {
+    400: OpenApiResponse(s.ErrorSerializer, description="Invalid request; `fields` names every bad field."),
+    401: OpenApiResponse(s.ErrorSerializer, description="No Authorization header."),
+    403: OpenApiResponse(s.ErrorSerializer, description="Wrong token."),
+}
+SOURCE = "api"
+
+
+def _trace_id(request) -> str:
+    return getattr(request, "trace_id", None) or new_trace_id()
+
+
+def _validated(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _validated_query(request, serializer_class) -> dict:
+    """Query params through a serializer; unknown params are errors too (a typo must not
+    silently widen a filter)."""
+    serializer = serializer_class(data=request.query_params)
+    errors: dict = {}
+    if not serializer.is_valid():
+        errors.update(serializer.errors)
+    for name in sorted(set(request.query_params) - set(serializer.fields)):
+        errors[name] = [f"unknown query parameter; allowed: {', '.join(serializer.fields)}"]
+    if errors:
+        raise exceptions.ValidationError(errors)
+    return dict(serializer.validated_data)
+
+
+def _service_errors(exc: Exception) -> exceptions.ValidationError:
+    """A service's validation error as a 400 naming each field (config keys under ``changes``)."""
+    problems = dict(getattr(exc, "problems", {}) or {"non_field_errors": [str(exc)]})
+    changes = {k: problems.pop(k) for k in list(problems) if k in SCHEMA or k not in
+               {"by", "source", "reason_code", "reason", "trace_id", "changes", "non_field_errors"}}
+    if changes:
+        problems["changes"] = changes
+    return exceptions.ValidationError(problems)
+
+
+class OperatorView(APIView):
+    """Base of the /admin endpoints: bearer token (settings), JSON errors (adminapi.errors)."""
+
+
+class HaltView(OperatorView):
+    service = staticmethod(control.trading_halt)
+
+    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **ERRORS},
+                   summary="Halt new entries (idempotent; audited)")
+    def post(self, request):
+        data = _validated(s.OperatorActionSerializer, request.data)
+        trace_id = _trace_id(request)
+        try:
+            state = self.service(actor=data["by"], source=SOURCE, reason_code=data["reason_code"],
+                                reason=data["reason"], trace_id=trace_id)
+        except control.OperatorInputError as exc:
+            raise _service_errors(exc) from None
+        return Response({"halted": state.halted, "halt": state.as_json(), "trace_id": trace_id})
+
+
+class ResumeView(HaltView):
+    service = staticmethod(control.trading_resume)
+
+    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **ERRORS},
+                   summary="Resume new entries (idempotent; audited)")
+    def post(self, request):
+        return super().post(request)
+
+
+class UpdateConfigView(OperatorView):
+    @extend_schema(request=s.UpdateConfigSerializer, responses={200: s.UpdateConfigResponseSerializer, **ERRORS},
+                   summary="Change config keys (all validated first; nothing written on any error; audited)")
+    def post(self, request):
+        data = _validated(s.UpdateConfigSerializer, request.data)
+        trace_id = _trace_id(request)
+        try:
+            result = control.config_update(changes=data["changes"], actor=data["by"], source=SOURCE,
+                                           reason_code=data["reason_code"], reason=data["reason"], trace_id=trace_id)
+        except (control.OperatorInputError, ConfigValidationError) as exc:
+            raise _service_errors(exc) from None
+        return Response({"changed": result.changed, "unchanged": result.unchanged, "version": result.version,
+                         "audit_id": result.audit_id, "values": result.values, "trace_id": trace_id})
+
+
+class EmergencyExitView(OperatorView):
+    @extend_schema(
+        request=s.EmergencyExitSerializer,
+        responses={200: s.EmergencyExitResponseSerializer, **ERRORS},
+        summary="Halt, cancel open orders and flatten positions (requires confirm=EMERGENCY_EXIT)",
+    )
+    def post(self, request):
+        data = _validated(s.EmergencyExitSerializer, request.data)
+        trace_id = _trace_id(request)
+        try:
+            report = emergency_exit(actor=data["by"], source=SOURCE, reason_code=data["reason_code"],
+                                              reason=data["reason"], flatten_all=data["flatten_all"],
+                                              trace_id=trace_id)
+        except control.OperatorInputError as exc:
+            raise _service_errors(exc) from None
+        return Response({
+            "canceled_orders": list(report.canceled_orders), "exit_orders": list(report.exit_orders),
+            "remaining": {k: str(v) for k, v in report.remaining.items()}, "already_flat": report.already_flat,
+            "trace_id": trace_id,
+        })
+
+
+class StatusView(OperatorView):
+    @extend_schema(responses={200: s.StatusSerializer, 401: ERRORS[401], 403: ERRORS[403]},
+                   summary="Halt state, config version, venue, order counts, heartbeats, last decision")
+    def get(self, request):
+        return Response(s.StatusSerializer(selectors.system_status()).data)
+
+
+class ConfigView(OperatorView):
+    @extend_schema(responses={200: s.ConfigResponseSerializer, 401: ERRORS[401], 403: ERRORS[403]},
+                   summary="Every config key: value, default, type, range, version")
+    def get(self, request):
+        overview = selectors.config_overview()
+        overview["halt"] = control.is_halted().as_json()
+        return Response(s.ConfigResponseSerializer(overview).data)
+
+
+class OrdersView(OperatorView):
+    @extend_schema(parameters=[s.OrdersQuerySerializer], responses={200: s.OrderSerializer(many=True), **ERRORS},
+                   summary="Orders, newest first")
+    def get(self, request):
+        query = _validated_query(request, s.OrdersQuerySerializer)
+        return Response(s.OrderSerializer(selectors.orders_list(**query), many=True).data)
+
+
+class OrderEventsView(OperatorView):
+    @extend_schema(responses={200: s.OrderEventsResponseSerializer,
+                              404: OpenApiResponse(s.ErrorSerializer, description="Unknown client_order_id."),
+                              401: ERRORS[401], 403: ERRORS[403]},
+                   summary="One order and its events, oldest first")
+    def get(self, request, client_order_id: str):
+        try:
+            order = selectors.order_get(client_order_id=client_order_id)
+        except Order.DoesNotExist:
+            raise exceptions.NotFound(f"no order with client_order_id {client_order_id!r}") from None
+        events = selectors.order_events_list(client_order_id=client_order_id).select_related("order")
+        return Response({"order": s.OrderSerializer(order).data,
+                         "events": s.OrderEventSerializer(events, many=True).data})
+
+
+class DecisionsView(OperatorView):
+    @extend_schema(parameters=[s.DecisionsQuerySerializer], responses={200: s.DecisionSerializer(many=True), **ERRORS},
+                   summary="Strategy decisions, newest first")
+    def get(self, request):
+        query = _validated_query(request, s.DecisionsQuerySerializer)
+        return Response(s.DecisionSerializer(selectors.decisions_list(**query), many=True).data)
+
+
+class AuditView(OperatorView):
+    @extend_schema(parameters=[s.AuditQuerySerializer], responses={200: s.AuditLogSerializer(many=True), **ERRORS},
+                   summary="Audit log, newest first")
+    def get(self, request):
+        query = _validated_query(request, s.AuditQuerySerializer)
+        return Response(s.AuditLogSerializer(selectors.audit_list(**query), many=True).data)
+

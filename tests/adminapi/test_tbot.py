@@ -1,0 +1,306 @@
+"""tbot: the same services as the API (audit with source 'cli'), --json on every subcommand,
+exit codes 0 ok / 1 findings / 2 usage or configuration error."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from adminapi import cli
+from adminapi.management.commands.tbot import default_actor
+from infra import heartbeat
+from infra.locks import acquire
+from infra.models import TelegramOutbox
+from infra.redis import get_redis
+from tests.adminapi.conftest import TOKEN, audit_count, make_decision, make_order
+from trading.models import AuditLog
+from trading.services.control import trading_halt
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITE_ARGS = ["--by", "erin", "--reason-code", "CLI_HALT", "--reason", "halting from the shell"]
+
+
+def tbot(*args: str) -> tuple[int, str, str]:
+    """Run ``manage.py tbot`` in-process; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("tbot", *args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def all_alive(redis_client):
+    for process in heartbeat.PROCESSES:
+        heartbeat.record(process)
+
+
+# --- writes -------------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_tbot_halt_then_the_api_status_shows_the_same_halt(api):
+    # when an operator halts from the CLI
+    code, out, _ = tbot("halt", *WRITE_ARGS, "--json")
+    # then it succeeded and said so in JSON
+    assert code == 0
+    result = json.loads(out)
+    assert result["ok"] is True and result["halted"] is True
+    # and GET /admin/status shows the same who and why
+    status = api.get("/admin/status").json()
+    assert status["halted"] is True
+    assert (status["halt"]["by"], status["halt"]["reason_code"], status["halt"]["reason"]) == (
+        "erin", "CLI_HALT", "halting from the shell")
+    # and the audit row says it came from the CLI, with the trace id tbot reported
+    row = AuditLog.objects.get()
+    assert (row.source, row.actor, row.action, row.trace_id) == ("cli", "erin", "trading.halt", result["trace_id"])
+    # and the same Telegram path as the API was used
+    assert TelegramOutbox.objects.get().trace_id == result["trace_id"]
+
+
+@pytest.mark.django_db
+def test_tbot_resume_defaults_by_to_the_os_user(api):
+    tbot("halt", *WRITE_ARGS)
+    code, out, _ = tbot("resume", "--reason-code", "ALL_CLEAR", "--reason", "fixed")
+    assert code == 0 and "running" in out
+    assert api.get("/admin/status").json()["halted"] is False
+    row = AuditLog.objects.order_by("id").last()
+    assert row.actor == default_actor() and row.source == "cli" and row.action == "trading.resume"
+
+
+@pytest.mark.django_db
+def test_tbot_halt_with_a_bad_reason_code_exits_2_names_the_field_and_writes_nothing():
+    code, out, _ = tbot("halt", "--by", "erin", "--reason-code", "lower", "--reason", "x", "--json")
+    assert code == 2
+    assert json.loads(out) == {"ok": False, "error": "invalid_input",
+                               "fields": {"reason_code": ["must match ^[A-Z][A-Z0-9_]{1,63}$ (e.g. MANUAL_HALT)"]}}
+    assert audit_count() == 0
+
+
+@pytest.mark.django_db
+def test_missing_required_options_is_a_usage_error():
+    # in-process (call_command) argparse errors surface as CommandError ...
+    with pytest.raises(CommandError, match="--reason-code"):
+        call_command("tbot", "halt", "--by", "erin")
+    # ... and through the console-script entry point as exit code 2
+    assert cli.main(["halt", "--by", "erin"]) == 2
+    assert cli.main(["no-such-subcommand"]) == 2
+    assert audit_count() == 0
+
+
+@pytest.mark.django_db
+def test_tbot_emergency_exit_requires_the_confirmation():
+    code, out, _ = tbot("emergency-exit", *WRITE_ARGS, "--confirm", "yes", "--json")
+    assert code == 2
+    assert set(json.loads(out)["fields"]) == {"confirm"}
+    assert audit_count() == 0
+
+
+@pytest.fixture
+def paper_gateway():
+    """A fresh in-process paper venue (the process-wide gateway is rebuilt before and after)."""
+    pytest.importorskip("trading.services.emergency")
+    from trading.exchanges.factory import get_gateway, reset_gateway
+
+    reset_gateway()
+    yield get_gateway()
+    reset_gateway()
+
+
+@pytest.mark.django_db
+def test_tbot_emergency_exit_flattens_a_position_on_the_paper_venue(api, paper_gateway, redis_client):
+    # given the account holds BTC on the (paper) venue
+    from trading.exchanges.base import OrderRequest, OrderType, Side
+
+    paper_gateway.create_order(OrderRequest(client_order_id="manual-btc-1", symbol="BTC/USDT", side=Side.BUY,
+                                            type=OrderType.MARKET, quantity=Decimal("0.01")))
+    assert paper_gateway.fetch_balances()["BTC"].free == Decimal("0.01")
+    # when the operator pulls the emergency exit from the CLI, flattening everything
+    code, out, _ = tbot("emergency-exit", *WRITE_ARGS, "--confirm", "EMERGENCY_EXIT", "--flatten-all", "--json")
+    # then one exit order sold the BTC, nothing is left, and tbot exits 0
+    result = json.loads(out)
+    assert code == 0, result
+    assert len(result["exit_orders"]) == 1 and result["remaining"] == {} and result["already_flat"] is False
+    assert paper_gateway.fetch_balances()["BTC"].total == 0
+    # and trading is halted, with one audit row from the CLI carrying tbot's trace id
+    assert api.get("/admin/status").json()["halted"] is True
+    row = AuditLog.objects.get()
+    assert (row.action, row.source, row.actor, row.trace_id) == ("emergency_exit", "cli", "erin", result["trace_id"])
+    # and pulling it again finds nothing to do
+    code, out, _ = tbot("emergency-exit", *WRITE_ARGS, "--confirm", "EMERGENCY_EXIT", "--flatten-all", "--json")
+    again = json.loads(out)
+    assert code == 0 and again["exit_orders"] == [] and again["already_flat"] is True
+
+
+# --- reads --------------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_tbot_status_json_is_the_same_content_as_the_api(api, all_alive):
+    make_order(status="submit_unknown")
+    make_decision(tick_id="T9")
+    trading_halt(actor="fay", source="api", reason_code="MANUAL_HALT", reason="x", trace_id="t1")
+    code, out, _ = tbot("status", "--json")
+    assert code == 0
+    cli_status = json.loads(out)
+    api_status = api.get("/admin/status").json()
+    assert set(cli_status) == set(api_status)
+    for key in ("halted", "halt", "config_version", "venue", "open_orders", "unresolved_orders", "heartbeat_error"):
+        assert cli_status[key] == api_status[key], key
+    assert cli_status["last_decision"]["tick_id"] == api_status["last_decision"]["tick_id"] == "T9"
+    # the human form says the same
+    code, text, _ = tbot("status")
+    assert "YES since" in text and "MANUAL_HALT" in text and "unresolved orders: 1" in text
+
+
+@pytest.mark.django_db
+def test_json_flag_is_accepted_before_or_after_the_subcommand(all_alive):
+    assert json.loads(tbot("--json", "status")[1])["venue"]
+    assert json.loads(tbot("status", "--json")[1])["venue"]
+
+
+@pytest.mark.django_db
+def test_diagnose_explains_why_no_order_was_placed(redis_client, settings):
+    # given: halted, decisions without an entry, a held lock, a stale worker, an unresolved order,
+    # a rate-limit ban and a failed Telegram message
+    trading_halt(actor="gus", source="cli", reason_code="VENUE_DOWN", reason="binance maintenance", trace_id="t2")
+    make_decision(symbol="BTC/USDT", decision="skip", reason_code="NO_BREAKOUT")
+    make_decision(symbol="ETH/USDT", decision="blocked", reason_code="HALTED")
+    acquire("tick:20250101T0800", ttl_s=60)
+    heartbeat.record("beat")
+    make_order(client_order_id="AS-unres-1", status="submit_unknown")
+    venue = settings.VENUE.name
+    get_redis().sadd(f"alphasniper:ratelimit:{venue}:accounts", "acct1")
+    get_redis().set(f"alphasniper:ratelimit:{venue}:acct1:backoff", "1767225600000", px=60_000)
+    get_redis().set(f"alphasniper:venue:banned:{venue}", json.dumps({"venue": venue, "until_ms": 1}), px=60_000)
+    TelegramOutbox.objects.create(text="x", trace_id="t", status="failed", last_error="HTTP 400: chat not found")
+    # when
+    code, out, _ = tbot("diagnose", "--json")
+    # then it exits 1 and every cause is a finding with code, severity, detail and fix
+    assert code == 1
+    result = json.loads(out)
+    assert result["ok"] is False
+    findings = result["findings"]
+    assert all(set(f) >= {"code", "severity", "detail", "fix"} for f in findings)
+    assert all(f["severity"] in ("info", "warning", "error") for f in findings)
+    by_code: dict[str, list[dict]] = {}
+    for f in findings:
+        by_code.setdefault(f["code"], []).append(f)
+    halted = by_code["HALTED"][0]
+    assert halted["severity"] == "error" and "VENUE_DOWN" in halted["detail"] and "tbot resume" in halted["fix"]
+    assert any("NO_BREAKOUT" in f["detail"] for f in by_code["LATEST_DECISION"])
+    assert "HALTED" in by_code["DECISION_BLOCKED"][0]["detail"]
+    assert {f["data"]["symbol"] for f in by_code["NO_DECISION_FOR_SYMBOL"]} == {"SOL/USDT", "BNB/USDT", "XRP/USDT"}
+    assert by_code["LOCK_HELD"][0]["data"]["lock"] == "tick:20250101T0800"
+    assert {f["data"]["process"] for f in by_code["PROCESS_STALE"]} == {"data-syncer", "strategy-engine"}
+    assert "AS-unres-1" in by_code["UNRESOLVED_ORDERS"][0]["detail"]
+    assert by_code["RATE_LIMITED"][0]["severity"] == "warning"
+    if importlib.util.find_spec("trading.exchanges.ratelimit") is not None:
+        assert by_code["VENUE_BANNED"][0]["severity"] == "error"
+    assert "chat not found" in by_code["TELEGRAM_FAILED"][0]["detail"]
+    # balance: either a reading from the venue or a clear statement that the gateway is missing
+    assert {"FREE_BALANCE", "NO_FREE_BALANCE", "VENUE_ERROR", "GATEWAY_UNAVAILABLE"} & set(by_code)
+
+
+@pytest.mark.django_db
+def test_diagnose_human_output_lists_fixes(redis_client):
+    trading_halt(actor="gus", source="cli", reason_code="VENUE_DOWN", reason="x", trace_id="t3")
+    code, out, _ = tbot("diagnose")
+    assert code == 1
+    assert "X HALTED:" in out and "fix: if the cause is dealt with: tbot resume" in out
+
+
+@pytest.mark.django_db
+def test_prepare_checks_config_migrations_db_redis_broker_and_venue(all_alive):
+    code, out, _ = tbot("prepare", "--json")
+    result = json.loads(out)
+    codes = {c["code"] for c in result["checks"]}
+    assert {"CONFIG_ENV_OK", "MIGRATIONS_OK", "DATABASE_OK", "REDIS_OK", "BROKER_OK", "STRATEGY_CONFIG_OK"} <= codes
+    try:
+        from adminapi.diagnostics import _gateway
+
+        _gateway()
+    except ImportError:
+        # the venue gateway is not in this build yet: prepare must say so and fail
+        assert "GATEWAY_UNAVAILABLE" in codes and code == 1 and result["ok"] is False
+    else:
+        # the paper venue answers a signed read and its clock is ours
+        assert {"VENUE_CREDENTIALS_OK", "VENUE_CREDENTIALS_FAILED"} & codes
+        assert {"CLOCK_OK", "CLOCK_SKEW", "VENUE_TIME_FAILED"} & codes
+        assert code == (0 if result["ok"] else 1)
+
+
+@pytest.mark.django_db
+def test_prepare_names_an_invalid_stored_config(all_alive):
+    from trading.models import SystemConfig
+
+    SystemConfig.objects.create(key="timeframe", value="3m")
+    code, out, _ = tbot("prepare", "--json")
+    bad = [c for c in json.loads(out)["checks"] if c["code"] == "STRATEGY_CONFIG_INVALID"]
+    assert code == 1 and "timeframe" in bad[0]["detail"]
+
+
+@pytest.mark.django_db
+def test_prepare_reports_redis_and_broker_down(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    code, out, _ = tbot("prepare", "--json")
+    codes = {c["code"] for c in json.loads(out)["checks"]}
+    assert code == 1 and {"REDIS_DOWN", "BROKER_DOWN"} <= codes
+
+
+# --- real processes -----------------------------------------------------------------------------
+
+def _subprocess_env() -> dict[str, str]:
+    s = connection.settings_dict
+    auth = f"{s['USER']}:{s['PASSWORD']}@" if s["PASSWORD"] else (f"{s['USER']}@" if s["USER"] else "")
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{auth}{s['HOST']}:{s['PORT']}/{s['NAME']}",   # the pytest-django test DB
+        "REDIS_URL": settings.REDIS_URL,
+        "ADMIN_TOKEN": TOKEN,
+        "TELEGRAM_BOT_TOKEN": "", "TELEGRAM_CHAT_ID": "",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tbot_halt_in_a_real_process_then_status_over_the_api(api):
+    # when `python manage.py tbot halt ... --json` runs as its own process against the test DB
+    proc = subprocess.run([sys.executable, "manage.py", "tbot", "halt", *WRITE_ARGS, "--json"], cwd=ROOT,
+                          env=_subprocess_env(), capture_output=True, text=True, timeout=120)
+    # then it exits 0 with its JSON on stdout
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["halted"] is True
+    # and this process sees the halt through GET /admin/status
+    status = api.get("/admin/status").json()
+    assert status["halted"] is True
+    assert (status["halt"]["by"], status["halt"]["reason_code"], status["halt"]["trace_id"]) == (
+        "erin", "CLI_HALT", result["trace_id"])
+    assert AuditLog.objects.get().source == "cli"
+    # and the console-script entry point reads the same state
+    proc = subprocess.run([sys.executable, "-m", "adminapi.cli", "status", "--json"], cwd=ROOT,
+                          env=_subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["halt"]["reason"] == "halting from the shell"
+
+
+def test_a_configuration_error_exits_2_naming_the_variable():
+    env = {**os.environ, "EXCHANGE": "kraken"}
+    proc = subprocess.run([sys.executable, "-m", "adminapi.cli", "status"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "EXCHANGE='kraken' is not one of paper, binance, bybit" in proc.stderr
