@@ -26,8 +26,8 @@ def make_client_order_id(*, strategy: str, symbol: str, tick_id: str, intent: st
     if not _STRATEGY.match(strategy):
         raise ValueError(f"strategy code {strategy!r} must be 1-8 lowercase letters or digits")
     for name, value in (("symbol", symbol), ("tick_id", tick_id), ("intent", intent)):
-        if not value or "|" in value:
-            raise ValueError(f"{name} {value!r} must be non-empty and must not contain '|'")
+        if not value or "|" in value or not (value.isascii() and value.isprintable()):
+            raise ValueError(f"{name} {value!r} must be non-empty printable ASCII without '|'")
     digest = hashlib.sha256(f"{strategy}|{symbol}|{tick_id}|{intent}".encode()).digest()
     room = MAX_LENGTH - len(PREFIX) - len(strategy) - 1
     # base32 keeps the alphabet inside [A-Z2-7]; 23+ chars = 115+ bits, collisions are not a concern.

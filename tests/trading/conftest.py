@@ -8,7 +8,11 @@ from tests.support.venues import Venue, emulated_venue, paper_venue
 
 @pytest.fixture(scope="session")
 def emulators():
-    handles = {venue: start_emulator(venue, port=0, rate_limits=False) for venue in ("binance", "bybit")}
+    from trading.config_schema import config_defaults
+
+    universe = list(config_defaults().universe)     # the venue lists every symbol we trade by default
+    handles = {venue: start_emulator(venue, port=0, rate_limits=False, symbols=universe)
+               for venue in ("binance", "bybit")}
     yield handles
     for handle in handles.values():
         handle.stop()

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Sum
 
 from infra.clock import datetime_to_ms, now_ms, now_utc
 from infra.redis import get_redis, key
@@ -241,16 +240,24 @@ def _import(venue_order: VenueOrder, *, venue: str, report: ReconcileReport) -> 
 
 # --- holdings ----------------------------------------------------------------------------------
 
+_HOLDINGS_SQL = """
+SELECT split_part(o.symbol, '/', 1) AS base,
+       SUM(CASE WHEN o.side = 'buy' THEN 1 ELSE -1 END * (e.payload ->> 'quantity')::numeric)
+     - SUM(CASE WHEN e.payload ->> 'fee_asset' = split_part(o.symbol, '/', 1)
+                THEN (e.payload ->> 'fee')::numeric ELSE 0 END) AS held
+FROM order_events e
+JOIN orders o ON o.id = e.order_id
+WHERE e.event_type = 'FILL' AND o.venue = %s
+GROUP BY 1
+"""
+
+
 def expected_holdings(venue: str) -> dict[str, Decimal]:
-    """Base-asset quantity our own fills say we hold, per asset."""
-    rows = (Order.objects.filter(venue=venue, filled_quantity__gt=0)
-            .values("symbol", "side").annotate(qty=Sum("filled_quantity")))
-    held: dict[str, Decimal] = {}
-    for row in rows:
-        base = row["symbol"].split("/")[0]
-        sign = 1 if row["side"] == Order.Side.BUY else -1
-        held[base] = held.get(base, Decimal(0)) + sign * row["qty"]
-    return held
+    """Base-asset quantity our own fills say we hold, per asset: bought minus sold, minus fees
+    the venue took in the base asset (Binance and Bybit charge a buy's fee in the coin bought)."""
+    with connection.cursor() as cur:
+        cur.execute(_HOLDINGS_SQL, [venue])
+        return {base: held for base, held in cur.fetchall()}
 
 
 def _plain(value: Decimal) -> str:
