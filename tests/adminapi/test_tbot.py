@@ -304,3 +304,33 @@ def test_a_configuration_error_exits_2_naming_the_variable():
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert "EXCHANGE='kraken' is not one of paper, binance, bybit" in proc.stderr
+
+
+@pytest.mark.django_db
+def test_tbot_on_an_unmigrated_database_says_to_migrate_and_exits_2():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import psycopg2
+    from django.db import connection
+
+    db = connection.settings_dict
+    server = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}"
+    admin = psycopg2.connect(f"{server}/postgres")
+    admin.autocommit = True
+    name = f"empty_{os.getpid()}"
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        result = subprocess.run([sys.executable, "-m", "adminapi.cli", "status"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[2], timeout=60,
+                                env={**os.environ, "DATABASE_URL": f"{server}/{name}"})
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    assert result.returncode == 2
+    assert "not migrated" in result.stdout + result.stderr and "python manage.py migrate" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

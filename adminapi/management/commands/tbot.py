@@ -96,6 +96,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         self.as_json = bool(options.get("json"))
         name = options["subcommand"]
+        if name != "prepare":          # prepare reports this itself, among its other checks
+            problem = _database_problem()
+            if problem:
+                self._emit({"ok": False, "error": "database", "detail": problem}, f"tbot: {problem}")
+                raise SystemExit(EXIT_USAGE)
         with trace_context() as trace_id:
             code = getattr(self, "cmd_" + name.replace("-", "_"))(options, trace_id)
         if code:
@@ -196,3 +201,19 @@ def _nonzero(value: str) -> bool:
         return Decimal(value) != 0
     except InvalidOperation:
         return True
+
+
+def _database_problem() -> str | None:
+    """One clear line instead of a traceback when the database is unreachable or not migrated."""
+    from django.db import DatabaseError, connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        pending = MigrationExecutor(connection).migration_plan(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot use the database at DATABASE_URL: {first}"
+    if pending:
+        return (f"the database at DATABASE_URL is not migrated ({len(pending)} migration(s) pending): "
+                "run `python manage.py migrate`")
+    return None
