@@ -112,7 +112,8 @@ class EmulatorControl:
         return {asset: {k: Decimal(v) for k, v in row.items()} for asset, row in self.state()["balances"].items()}
 
     def requests(self, *, path: str | None = None, method: str | None = None) -> list[dict[str, Any]]:
-        """The request log: ``{method, path, params, status, time_ms, duration_ms, faults}`` per request."""
+        """The request log: ``{method, path, params, status, code, time_ms, duration_ms, faults}`` per
+        request (``code``: the venue's error code in the answer, e.g. -1003 or 10006, else None)."""
         query = {k: v for k, v in {"path": path, "method": method}.items() if v is not None}
         return self._call("GET", "requests", query=query)["requests"]
 

@@ -32,6 +32,18 @@ _LOG_CAPACITY = 200_000
 _HIDDEN_PARAMS = frozenset({"signature"})
 
 
+def _venue_code(payload: Any) -> int | None:
+    """The venue's error code in an answer (Binance ``code``, Bybit non-zero ``retCode``), else None.
+
+    Bybit answers its rate limit (10006) with HTTP 200, so the status alone does not show it.
+    """
+    if isinstance(payload, dict):
+        code = payload.get("retCode", payload.get("code"))
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            return code
+    return None
+
+
 class ControlError(Exception):
     """A malformed control request (HTTP 400)."""
 
@@ -94,7 +106,7 @@ class Emulator:
         self._log.append({
             "method": method, "path": path, "params": logged, "status": None if fx.drop else resp.status,
             "time_ms": req.now_ms, "duration_ms": round((time.monotonic() - started) * 1000, 3),
-            "faults": fx.applied,
+            "faults": fx.applied, "code": None if fx.drop else _venue_code(resp.payload),
         })
         return resp
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from trading.models import MONEY
+
 
 class StrategyDecision(models.Model):
     """What the strategy decided for one symbol at one tick — traded or not, and why.
@@ -29,3 +31,55 @@ class StrategyDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tick_id} {self.symbol} {self.decision} {self.reason_code}"
+
+
+class StrategyPosition(models.Model):
+    """One long position, opened by the fills of one entry order and closed by exit orders.
+
+    Derived from ``orders`` (never from the venue's balances): the entry order's fills open it,
+    the exit orders' fills close it. ``stop_state`` is ``PositionStop.to_dict()`` and is saved
+    after every stop-monitor pass, so a restarted worker continues from the same (ratcheted)
+    stop. ``exit_attempt`` numbers the exit client order ids (``exit0``, ``exit1``, …): a new
+    number is used only after the previous exit order ended without selling everything.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSING = "closing"        # an exit order has been placed
+        CLOSED = "closed"
+
+    strategy = models.CharField(max_length=32)
+    venue = models.CharField(max_length=16)
+    symbol = models.CharField(max_length=32, db_index=True)
+    entry_order = models.OneToOneField("trading.Order", on_delete=models.PROTECT, related_name="position")
+    tick_id = models.CharField(max_length=32)
+    trace_id = models.CharField(max_length=64, db_index=True)       # the entry decision's trace id
+    quantity = models.DecimalField(**MONEY)                          # base units held (net of base-asset fees)
+    entry_price = models.DecimalField(**MONEY)                       # average fill price of the entry
+    entry_fee = models.DecimalField(**MONEY, default=0)              # quote
+    stop_state = models.JSONField(default=dict)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN, db_index=True)
+    exit_order = models.ForeignKey("trading.Order", on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+")
+    exit_attempt = models.PositiveIntegerField(default=0)
+    exit_reason = models.CharField(max_length=32, blank=True, default="")
+    exit_trace_id = models.CharField(max_length=64, blank=True, default="")
+    exited_quantity = models.DecimalField(**MONEY, default=0)        # sold by finished exit orders
+    exit_proceeds = models.DecimalField(**MONEY, default=0)          # quote received for it, net of fees
+    realised_pnl = models.DecimalField(**MONEY, null=True, blank=True)
+    opened_at = models.DateTimeField()
+    exit_triggered_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "strategy_positions"
+        ordering = ["-opened_at", "-id"]
+        indexes = [models.Index(fields=["venue", "symbol", "status"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.symbol} {self.quantity} @ {self.entry_price} [{self.status}]"
+
+    @property
+    def remaining_quantity(self):
+        return self.quantity - self.exited_quantity

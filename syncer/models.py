@@ -30,3 +30,39 @@ class Candle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.venue} {self.symbol} {self.timeframe} {self.open_time:%Y-%m-%d %H:%M}"
+
+
+class Ticker(models.Model):
+    """The latest ticker of one symbol on one venue (one row per market, overwritten by each sync)."""
+
+    venue = models.CharField(max_length=16)
+    symbol = models.CharField(max_length=32)
+    last = models.DecimalField(**MONEY)
+    bid = models.DecimalField(**MONEY, null=True, blank=True)
+    ask = models.DecimalField(**MONEY, null=True, blank=True)
+    venue_time = models.DateTimeField()              # the venue's timestamp of the ticker
+    fetched_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "tickers"
+        ordering = ["venue", "symbol"]
+        constraints = [models.UniqueConstraint(fields=["venue", "symbol"], name="uniq_ticker_market")]
+
+    def __str__(self) -> str:
+        return f"{self.venue} {self.symbol} {self.last}"
+
+
+class BalanceSnapshot(models.Model):
+    """The latest account balances of one venue: ``{asset: {"free": "..", "locked": ".."}}``
+    (Decimals as strings). One row per venue, overwritten by each balance sync."""
+
+    venue = models.CharField(max_length=16, unique=True)
+    balances = models.JSONField(default=dict)
+    taken_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "balance_snapshots"
+        ordering = ["venue"]
+
+    def __str__(self) -> str:
+        return f"{self.venue} balances at {self.taken_at:%Y-%m-%d %H:%M:%S}"

@@ -33,6 +33,8 @@ def submit_order(order_id: int) -> None:
     order = order_submit(order_id=int(order_id), gateway=_gateway())
     if order.status == OrderStatus.SUBMIT_UNKNOWN:
         resolve_order.apply_async((order.pk,), countdown=1)
+    elif order.status == OrderStatus.PENDING:      # held back by the shared rate limit: nothing was sent
+        submit_order.apply_async((order.pk,), countdown=1)
 
 
 @shared_task(name="trading.resolve_order", bind=True, soft_time_limit=40, time_limit=60, max_retries=None,

@@ -1,18 +1,20 @@
 """Fixtures for the venue gateway tests: emulators in threads, gateways, and venue harnesses.
 
-No Django and no database here: run with
-``.venv/bin/pytest -p no:django -p no:cacheprovider tests/exchanges -q``.
+The emulated venues need no Django and no database (``-p no:django`` runs them alone); the
+paper venue lives in PostgreSQL, and the shared rate limiter in Redis, so their tests run under
+``make test`` / ``python -m infra.devstack test`` and are skipped without the Django plugin.
 
-Adding a venue to the contract suite (e.g. ``paper``): write a factory
-``(request: pytest.FixtureRequest) -> VenueHarness`` and add it to ``HARNESS_FACTORIES`` below
-(the ``venue`` fixture is parametrised over that registry).
+The contract suite runs once per entry of ``HARNESS_FACTORIES`` (binance, bybit, paper): a
+factory ``(request: pytest.FixtureRequest) -> VenueHarness``.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,24 +128,124 @@ def _emulated_harness(venue: str) -> Callable[[pytest.FixtureRequest], VenueHarn
             set_candles=lambda symbol, tf, rows: ctl.set_klines(symbol, tf, rows),
             venue_order_count=lambda client_id: len(ctl.orders(client_id=client_id)),
             fill_pending=ctl.fill_pending,
-            expected_rules={
-                "BTC/USDT": MarketRules(symbol="BTC/USDT", venue_symbol="BTCUSDT", base="BTC", quote="USDT",
-                                        tick_size=Decimal("0.01"), lot_step=Decimal("0.00001"),
-                                        min_qty=Decimal("0.00001"), min_notional=Decimal("5")),
-                "ETH/USDT": MarketRules(symbol="ETH/USDT", venue_symbol="ETHUSDT", base="ETH", quote="USDT",
-                                        tick_size=Decimal("0.01"), lot_step=Decimal("0.0001"),
-                                        min_qty=Decimal("0.0001"), min_notional=Decimal("5")),
-            },
+            expected_rules=EXPECTED_RULES,
             create_returns_fill_state=venue != "bybit",
         )
 
     return factory
 
 
+# The emulator's BTC/ETH markets; the paper venue derives the same from a 0.01 tick at 30000 / 2000.
+EXPECTED_RULES = {
+    "BTC/USDT": MarketRules(symbol="BTC/USDT", venue_symbol="BTCUSDT", base="BTC", quote="USDT",
+                            tick_size=Decimal("0.01"), lot_step=Decimal("0.00001"),
+                            min_qty=Decimal("0.00001"), min_notional=Decimal("5")),
+    "ETH/USDT": MarketRules(symbol="ETH/USDT", venue_symbol="ETHUSDT", base="ETH", quote="USDT",
+                            tick_size=Decimal("0.01"), lot_step=Decimal("0.0001"),
+                            min_qty=Decimal("0.0001"), min_notional=Decimal("5")),
+}
+PAPER_UNIVERSE = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+START_BALANCES = {"USDT": Decimal("100000"), "BTC": Decimal("1"), "ETH": Decimal("10"), "SOL": Decimal("100")}
+
+
+class SettableMarket:
+    """The paper venue's market-data source in the contract suite.
+
+    The paper venue's contract is "fills at the source price", so prices are whatever the test
+    sets (the emulator's start prices by default). Candles come from the production sources:
+    the seeded synthetic market, or the replay source over CSV files that ``set_candles`` writes.
+    """
+
+    def __init__(self, candle_dir: Path) -> None:
+        from trading.marketdata import SyntheticSource
+
+        self.prices = {"BTC/USDT": Decimal("30000"), "ETH/USDT": Decimal("2000"), "SOL/USDT": Decimal("100")}
+        self.synthetic = SyntheticSource(seed=7)
+        self.candle_dir = candle_dir
+        self.replayed: set[tuple[str, str]] = set()
+        self.replay: Any = None
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        self.prices[symbol] = Decimal(price)
+
+    def set_candles(self, symbol: str, timeframe: str, rows: list[tuple[Any, ...]]) -> None:
+        from syncer.sources.replay import COLUMNS, ReplaySource, replay_file_name
+
+        with (self.candle_dir / replay_file_name(symbol, timeframe)).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            writer.writerows([int(r[0]), *(str(v) for v in r[1:6])] for r in rows)
+        self.replayed.add((symbol, timeframe))
+        self.replay = ReplaySource(self.candle_dir)         # fresh: the replay source caches files
+
+    def fetch_closed_candles(self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500,
+                             now_ms: int) -> list[Any]:
+        source = self.replay if (symbol, timeframe) in self.replayed else self.synthetic
+        return source.fetch_closed_candles(symbol, timeframe, since_ms=since_ms, limit=limit, now_ms=now_ms)
+
+    def price_at(self, symbol: str, t_ms: int) -> Decimal:
+        return self.prices[symbol]
+
+    def tick_size(self, symbol: str) -> Decimal | None:
+        return Decimal("0.01")
+
+
+def make_paper_gateway(market: SettableMarket, *, universe: tuple[str, ...] = PAPER_UNIVERSE) -> ExchangeGateway:
+    from trading.exchanges.paper import PaperGateway
+
+    return PaperGateway(source=market, fee_rate=Decimal("0.001"), slippage_bps=Decimal(0),
+                        initial_balances=dict(START_BALANCES), universe=lambda: list(universe))
+
+
+def _paper_harness(request: pytest.FixtureRequest) -> VenueHarness:
+    if not request.config.pluginmanager.hasplugin("django"):
+        pytest.skip("the paper venue lives in PostgreSQL: run under make test")
+    request.getfixturevalue("db")
+    from trading.models import PaperBalance, PaperOrder
+
+    market = SettableMarket(request.getfixturevalue("tmp_path"))
+    gw = make_paper_gateway(market)
+
+    def set_balances(balances: dict[str, Decimal]) -> None:
+        gw.fetch_balances()                                   # seeds the start balances first
+        for asset, amount in balances.items():
+            PaperBalance.objects.update_or_create(asset=asset, defaults={"free": Decimal(amount)})
+
+    return VenueHarness(
+        name="paper", gateway=gw, fee_rate=Decimal("0.001"),
+        set_price=market.set_price, set_balances=set_balances, set_candles=market.set_candles,
+        venue_order_count=lambda client_id: PaperOrder.objects.filter(client_order_id=client_id).count(),
+        fill_pending=lambda: gw.match_resting_orders(PAPER_UNIVERSE),
+        expected_rules=EXPECTED_RULES,
+        create_returns_fill_state=True,
+    )
+
+
 HARNESS_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], VenueHarness]] = {
     "binance": _emulated_harness("binance"),
     "bybit": _emulated_harness("bybit"),
+    "paper": _paper_harness,
 }
+
+
+_SERVER_FIXTURES = frozenset({"db", "transactional_db", "redis_client", "settings"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Paper contract tests use the database: mark them, so pytest-django creates the test
+    database (it only sets up databases that collected tests are marked or declared for).
+    Without the Django plugin (``-p no:django``) tests needing PostgreSQL or Redis are skipped."""
+    with_django = config.pluginmanager.hasplugin("django")
+    skip = pytest.mark.skip(reason="needs PostgreSQL / Redis: run under make test")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        paper = callspec is not None and callspec.params.get("venue") == "paper"
+        if with_django and paper:
+            item.add_marker(pytest.mark.django_db)
+        elif not with_django and (paper or _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(skip)
+
+
 
 
 @pytest.fixture(params=sorted(HARNESS_FACTORIES))

@@ -343,3 +343,68 @@ def test_client_id_is_always_sent(emulator, control, gateway):
     assert "quoteOrderQty" not in create["params"]
     if emulator.venue == "bybit":
         assert create["params"]["marketUnit"] == "baseCoin"
+
+
+# ---------------------------------------------------------------------- answers of an unexpected shape
+# JSON that no endpoint answers with: a dict without the expected keys, a list of scalars, null,
+# and Bybit envelopes whose result.list is not a list or is missing (which must not read as "none").
+WEIRD_BODIES = [{"unexpected": [1, 2]}, [1, 2, 3], None, {"retCode": 0, "retMsg": "OK", "result": {"list": "oops"}},
+                {"retCode": 0, "retMsg": "OK", "result": {}}]
+WEIRD_IDS = ["dict", "scalars", "null", "bad-list", "no-list"]
+READS = {
+    "binance": {
+        "load_markets": "/api/v3/exchangeInfo", "fetch_closed_candles": "/api/v3/klines",
+        "fetch_ticker": "/api/v3/ticker/24hr", "fetch_balances": "/api/v3/account",
+        "fetch_order": "/api/v3/order", "fetch_open_orders": "/api/v3/openOrders",
+        "fetch_my_trades": "/api/v3/myTrades", "server_time_ms": "/api/v3/time",
+    },
+    "bybit": {
+        "load_markets": "/v5/market/instruments-info", "fetch_closed_candles": "/v5/market/kline",
+        "fetch_ticker": "/v5/market/tickers", "fetch_balances": "/v5/account/wallet-balance",
+        "fetch_order": "/v5/order/realtime", "fetch_open_orders": "/v5/order/realtime",
+        "fetch_my_trades": "/v5/execution/list", "server_time_ms": "/v5/market/time",
+    },
+}
+READ_CALLS = {
+    "load_markets": lambda gw: gw.load_markets(),
+    "fetch_closed_candles": lambda gw: gw.fetch_closed_candles("BTC/USDT", "1h", limit=5),
+    "fetch_ticker": lambda gw: gw.fetch_ticker("BTC/USDT"),
+    "fetch_balances": lambda gw: gw.fetch_balances(),
+    "fetch_order": lambda gw: gw.fetch_order("BTC/USDT", "shape-1"),
+    "fetch_open_orders": lambda gw: gw.fetch_open_orders("BTC/USDT"),
+    "fetch_my_trades": lambda gw: gw.fetch_my_trades("BTC/USDT"),
+    "server_time_ms": lambda gw: gw.server_time_ms(),
+}
+
+
+@pytest.mark.parametrize("body", WEIRD_BODIES, ids=WEIRD_IDS)
+@pytest.mark.parametrize("read", sorted(READ_CALLS))
+def test_a_read_answered_in_an_unexpected_shape_is_transient(emulator, control, gateway, read, body):
+    control.set_faults([{"method": "GET", "path": READS[emulator.venue][read], "times": 1, "action": "http_status",
+                         "status": 200, "body": body}])
+
+    with pytest.raises(TransientError):
+        READ_CALLS[read](gateway)
+
+    assert control.faults() == []                 # the weird answer was really served
+    READ_CALLS[read](gateway)                     # and the next, normal answer parses
+
+
+@pytest.mark.parametrize("body", WEIRD_BODIES, ids=WEIRD_IDS)
+def test_a_write_answered_in_an_unexpected_shape_is_outcome_unknown(emulator, control, gateway, body):
+    gateway.create_order(OrderRequest(client_order_id="shape-c", symbol="BTC/USDT", side=Side.BUY,
+                                      type=OrderType.LIMIT, quantity=D("0.01"), price=D("29000")))
+    cancel = ("DELETE", "/api/v3/order") if emulator.venue == "binance" else ("POST", "/v5/order/cancel")
+    control.set_faults([
+        {**create_rule(emulator.venue, "http_status", status=200, body=body), "process": True},
+        {"method": cancel[0], "path": cancel[1], "times": 1, "action": "http_status", "status": 200, "body": body},
+    ])
+
+    with pytest.raises(OutcomeUnknownError):
+        gateway.create_order(buy("shape-w"))
+    with pytest.raises(OutcomeUnknownError):
+        gateway.cancel_order("BTC/USDT", "shape-c")
+
+    # Resolution by client id finds what the venue really did.
+    assert gateway.fetch_order("BTC/USDT", "shape-w").status is VenueOrderStatus.FILLED
+    assert gateway.fetch_order("BTC/USDT", "shape-c").status is VenueOrderStatus.OPEN

@@ -109,3 +109,26 @@ def test_a_send_that_never_lands_is_retried_a_bounded_number_of_times_then_alert
     assert order.submit_attempts == 3
     assert event_types(order).count("RESOLUTION_FAILED") == 1
     assert emulated.orders_with_client_id(order.client_order_id) == 0
+
+
+def test_a_send_our_own_rate_limit_holds_back_goes_back_to_pending(emulators, transactional_db, redis_client):
+    from emulator import EmulatorControl
+    from emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
+    from trading.exchanges.binance import BinanceGateway
+    from trading.exchanges.ratelimit import SharedRateLimiter
+
+    EmulatorControl(emulators["binance"].base_url).reset()       # no fault scripts left by other tests
+    # A budget of one order per 10 s, already spent, and no patience: the limiter refuses at once.
+    limiter = SharedRateLimiter("binance", "held-back-test", budgets={"orders_per_10s": 1}, max_wait_s=0,
+                                budget_fraction=1)
+    gateway = BinanceGateway(api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET,
+                             base_url=emulators["binance"].base_url, testnet=False, rate_limiter=limiter)
+    gateway.load_markets()
+    first = order_submit(order_id=create(venue="binance", tick="h1").pk, gateway=gateway)
+    assert first.status == OrderStatus.FILLED
+
+    held = order_submit(order_id=create(venue="binance", tick="h2").pk, gateway=gateway)
+
+    assert held.status == OrderStatus.PENDING            # nothing was sent, so nothing is unknown
+    assert event_types(held) == ["CREATED", "SUBMITTING", "SEND_DEFERRED"]
+    assert EmulatorControl(emulators["binance"].base_url).orders(client_id=held.client_order_id) == []

@@ -112,6 +112,7 @@ class BinanceGateway(CcxtGateway):
             params["endTime"] = since_ms + request_limit * interval_ms - 1
         rows = self._call("fetch_closed_candles", lambda: self._ex.publicGetKlines(params))
         self._json_or_unknown("fetch_closed_candles", write=False)
+        self._expect(rows, list, "klines")
         candles = [
             Candle(open_time_ms=int(r[0]), open=Decimal(r[1]), high=Decimal(r[2]), low=Decimal(r[3]),
                    close=Decimal(r[4]), volume=Decimal(r[5]))
@@ -123,6 +124,7 @@ class BinanceGateway(CcxtGateway):
         venue_symbol = self._venue_symbol(symbol)
         raw = self._call("fetch_ticker", lambda: self._ex.publicGetTicker24hr({"symbol": venue_symbol}))
         self._json_or_unknown("fetch_ticker", write=False)
+        self._expect(raw, dict, "ticker")
         return self._ticker(symbol, raw.get("lastPrice"), raw.get("bidPrice"), raw.get("askPrice"),
                             raw.get("closeTime"))
 
@@ -131,7 +133,7 @@ class BinanceGateway(CcxtGateway):
         self._json_or_unknown("fetch_balances", write=False)
         return self._balances([
             (row["asset"], to_decimal(row.get("free")) or Decimal(0), to_decimal(row.get("locked")) or Decimal(0))
-            for row in raw.get("balances", [])
+            for row in self._expect(raw["balances"], list, "account balances")
         ])
 
     def server_time_ms(self) -> int:
@@ -173,6 +175,7 @@ class BinanceGateway(CcxtGateway):
         params = {"symbol": self._venue_symbol(symbol)}
         rows = self._call("fetch_open_orders", lambda: self._ex.privateGetOpenOrders(params))
         self._json_or_unknown("fetch_open_orders", write=False)
+        self._expect(rows, list, "open orders")
         return [self._parse_order(r) for r in rows]
 
     def fetch_my_trades(
@@ -183,6 +186,7 @@ class BinanceGateway(CcxtGateway):
             params["startTime"] = since_ms
         rows = self._call("fetch_my_trades", lambda: self._ex.privateGetMyTrades(params))
         self._json_or_unknown("fetch_my_trades", write=False)
+        self._expect(rows, list, "trades")
         trades = [
             self._trade(
                 trade_id=r["id"], venue_order_id=r["orderId"], client_order_id=None,

@@ -122,6 +122,10 @@ class BybitGateway(CcxtGateway):
             raise cls(f"{operation}: answer without a result object", venue=self.name)
         return result
 
+    def _rows(self, result: dict[str, Any]) -> list[Any]:
+        """``result.list``, which every v5 answer we read carries (an absent one is not "empty")."""
+        return self._expect(result["list"], list, "result.list")
+
     def fetch_closed_candles(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500,
     ) -> list[Candle]:
@@ -134,7 +138,7 @@ class BybitGateway(CcxtGateway):
             params["start"] = since_ms
             params["end"] = since_ms + request_limit * interval_ms - 1
         self._call("fetch_closed_candles", lambda: self._ex.publicGetV5MarketKline(params))
-        rows = self._result("fetch_closed_candles").get("list") or []
+        rows = self._rows(self._result("fetch_closed_candles"))
         candles = [
             Candle(open_time_ms=int(r[0]), open=Decimal(r[1]), high=Decimal(r[2]), low=Decimal(r[3]),
                    close=Decimal(r[4]), volume=Decimal(r[5]))
@@ -146,7 +150,7 @@ class BybitGateway(CcxtGateway):
         params = {"category": "spot", "symbol": self._venue_symbol(symbol)}
         self._call("fetch_ticker", lambda: self._ex.publicGetV5MarketTickers(params))
         body = self._json_or_unknown("fetch_ticker", write=False)
-        rows = self._result("fetch_ticker").get("list") or []
+        rows = self._rows(self._result("fetch_ticker"))
         if not rows:
             raise TransientError(f"fetch_ticker: no ticker for {symbol}", venue=self.name)
         row = rows[0]
@@ -155,9 +159,9 @@ class BybitGateway(CcxtGateway):
 
     def fetch_balances(self) -> dict[str, Balance]:
         self._call("fetch_balances", lambda: self._ex.privateGetV5AccountWalletBalance({"accountType": "UNIFIED"}))
-        accounts = self._result("fetch_balances").get("list") or []
+        accounts = self._rows(self._result("fetch_balances"))
         rows: list[tuple[str, Decimal, Decimal]] = []
-        for coin in (accounts[0].get("coin") or []) if accounts else []:
+        for coin in self._expect(accounts[0]["coin"], list, "wallet coins"):
             total = to_decimal(coin.get("walletBalance")) or Decimal(0)
             locked = to_decimal(coin.get("locked")) or Decimal(0)
             rows.append((coin["coin"], total - locked, locked))
@@ -197,7 +201,7 @@ class BybitGateway(CcxtGateway):
         for operation, endpoint in (("fetch_order", self._ex.privateGetV5OrderRealtime),
                                     ("fetch_order", self._ex.privateGetV5OrderHistory)):
             self._call(operation, lambda endpoint=endpoint: endpoint(params))
-            rows = self._result(operation).get("list") or []
+            rows = self._rows(self._result(operation))
             for row in rows:
                 if row.get("orderLinkId") == client_order_id:
                     return self._parse_order(row)
@@ -207,6 +211,8 @@ class BybitGateway(CcxtGateway):
         params = {"category": "spot", "symbol": self._venue_symbol(symbol), "orderLinkId": client_order_id}
         self._call("cancel_order", lambda: self._ex.privatePostV5OrderCancel(params), write=True)
         result = self._result("cancel_order", write=True)
+        if not result.get("orderId"):
+            raise OutcomeUnknownError(f"cancel_order: answer without orderId: {str(result)[:200]}", venue=self.name)
         # The cancel answer is ids only; read the order back for its final fill state.
         try:
             order = self.fetch_order(symbol, client_order_id)
@@ -260,7 +266,7 @@ class BybitGateway(CcxtGateway):
             page_params = {**params, "cursor": cursor} if cursor else params
             self._call(operation, lambda page_params=page_params: endpoint(page_params))
             result = self._result(operation)
-            rows.extend(result.get("list") or [])
+            rows.extend(self._rows(result))
             cursor = str(result.get("nextPageCursor") or "")
             if not cursor or (enough is not None and len(rows) >= enough):
                 break

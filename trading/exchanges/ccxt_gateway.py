@@ -22,6 +22,7 @@ because the per-request record lives on the instance.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import re
 import threading
@@ -89,6 +90,25 @@ def positive_or_none(value: Any) -> Decimal | None:
     return result if result is not None and result > 0 else None
 
 
+_NETWORK_REASON = re.compile(r"\[Errno -?\d+\] [^'\"()\[\]]+|Read timed out|timed out|Connection aborted|"
+                             r"RemoteDisconnected[^'\"()]*|certificate verify failed")
+
+
+def network_reason(exc: BaseException) -> str | None:
+    """The operator-readable reason under a ccxt NetworkError (its own text is only "GET <url>"),
+    e.g. "[Errno 111] Connection refused" or "Read timed out"."""
+    seen: BaseException | None = exc
+    texts: list[str] = []
+    while seen is not None and len(texts) < 8:
+        texts.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    for text in reversed(texts):
+        match = _NETWORK_REASON.search(text)
+        if match:
+            return match.group(0).strip()
+    return None
+
+
 @dataclass
 class HttpExchange:
     """What happened on the wire for the most recent request of a call."""
@@ -105,8 +125,44 @@ class HttpExchange:
         return self.status is not None
 
 
+# What parsing an answer of an unexpected shape raises (missing key, list for dict, None, bad number).
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError)
+_GUARDED_READS = ("load_markets", "fetch_closed_candles", "fetch_ticker", "fetch_balances", "fetch_order",
+                  "fetch_open_orders", "fetch_my_trades", "server_time_ms")
+_GUARDED_WRITES = ("create_order", "cancel_order")
+
+
+def _shape_guard(fn: Callable[..., T], operation: str, *, write: bool) -> Callable[..., T]:
+    """Turn a parse failure of a venue answer into our taxonomy instead of a raw KeyError.
+
+    Only when an answer actually came back in this call: an exception before anything was
+    received is a bug on our side and must surface as one.
+    """
+
+    @functools.wraps(fn)
+    def guarded(self: CcxtGateway, *args: Any, **kwargs: Any) -> T:
+        self._last = None
+        try:
+            return fn(self, *args, **kwargs)
+        except _SHAPE_ERRORS as exc:
+            http = self._last
+            if http is None or not http.responded:
+                raise
+            cls = OutcomeUnknownError if write else TransientError
+            raise cls(f"{operation}: unexpected answer from the venue (HTTP {http.status}, {type(exc).__name__}: "
+                      f"{exc}): {(http.text or '')[:200]}", venue=self.name) from exc
+
+    guarded._shape_guarded = True  # type: ignore[attr-defined]
+    return guarded
+
+
 class CcxtGateway(ExchangeGateway, abc.ABC):
-    """Base of the ccxt gateways. Subclasses describe the venue and parse its raw shapes."""
+    """Base of the ccxt gateways. Subclasses describe the venue and parse its raw shapes.
+
+    Every gateway method of a subclass is wrapped by ``_shape_guard`` (``__init_subclass__``), so
+    an answer of a shape nobody expected surfaces as ``TransientError`` (reads) or
+    ``OutcomeUnknownError`` (writes), never as a raw KeyError/TypeError from ccxt or our parsing.
+    """
 
     name: str = ""
     ccxt_class: type[ccxt.Exchange]
@@ -117,6 +173,13 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
     insufficient_codes: frozenset[str] = frozenset()
     not_found_codes: frozenset[str] = frozenset()
     rate_limit_codes: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in (*_GUARDED_READS, *_GUARDED_WRITES):
+            fn = cls.__dict__.get(name)
+            if callable(fn) and not getattr(fn, "_shape_guarded", False):
+                setattr(cls, name, _shape_guard(fn, name, write=name in _GUARDED_WRITES))
 
     def __init__(
         self, *, api_key: str, api_secret: str, base_url: str | None = None, testnet: bool = False,
@@ -180,10 +243,19 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
         original_on_response = ex.on_rest_response
         limiter = self._limiter
 
+        # A limiter may budget per endpoint (Binance's order count, Bybit's per-endpoint limits):
+        # then it offers acquire_request / observe_response, which are preferred.
+        acquire_request = getattr(limiter, "acquire_request", None)
+        observe_response = getattr(limiter, "observe_response", None)
+
         def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
             path = urlsplit(url).path
             if limiter is not None:
-                limiter.acquire(request_weight(self.name, method, path))
+                weight = request_weight(self.name, method, path)
+                if acquire_request is not None:
+                    acquire_request(method, path, weight)
+                else:
+                    limiter.acquire(weight)
             self._last = HttpExchange(method=method, path=path)
             return original_fetch(url, method, headers, body)
 
@@ -199,7 +271,10 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
                 except ValueError:
                     record.body = None
             if limiter is not None:
-                limiter.observe(dict(response_headers))
+                if observe_response is not None:
+                    observe_response(method, urlsplit(url).path, dict(response_headers))
+                else:
+                    limiter.observe(dict(response_headers))
             return original_on_response(code, reason, url, method, response_headers, response_body,
                                         request_headers, request_body)
 
@@ -234,7 +309,10 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
 
         def unknown() -> VenueError:
             cls = OutcomeUnknownError if write else TransientError
-            return cls(f"{message} ({type(exc).__name__}, HTTP {http.status if http else None})", **kw)
+            if http is not None and http.responded:
+                return cls(f"{message} ({type(exc).__name__}, HTTP {http.status})", **kw)
+            reason = network_reason(exc)
+            return cls(f"{message} ({type(exc).__name__}, no answer{': ' + reason if reason else ''})", **kw)
 
         if code in self.clock_codes:
             return ClockSkewError(message, **kw)
@@ -281,6 +359,14 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
         return http.body
 
     @staticmethod
+    def _expect(value: Any, kind: type, what: str) -> Any:
+        """``value`` if it has the shape we parse; else a TypeError, which the shape guard turns into
+        TransientError / OutcomeUnknownError. Without it ``{}`` iterates as "no open orders"."""
+        if not isinstance(value, kind):
+            raise TypeError(f"{what} is {type(value).__name__}, expected {kind.__name__}")
+        return value
+
+    @staticmethod
     def retry_after_header(headers: Mapping[str, str]) -> float | None:
         for key, value in headers.items():
             if key.lower() == "retry-after":
@@ -289,8 +375,11 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
         return None
 
     # ------------------------------------------------------------------ markets
-    def load_markets(self) -> dict[str, MarketRules]:
+    def _load_markets(self) -> dict[str, MarketRules]:
         self._call("load_markets", lambda: self._ex.load_markets(True))
+        if not self._ex.markets:
+            # ccxt reads a market list it does not recognise as "no markets"; no venue has none.
+            raise TypeError("the answer lists no market at all")
         rules: dict[str, MarketRules] = {}
         for market in self._ex.markets.values():
             if market.get("spot") and market.get("active") is not False:
@@ -301,6 +390,8 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
             self._rules = rules
             self._symbol_by_id = {r.venue_symbol: r.symbol for r in rules.values()}
         return dict(rules)
+
+    load_markets = _shape_guard(_load_markets, "load_markets", write=False)
 
     def _ensure_markets(self) -> None:
         if not self._rules:

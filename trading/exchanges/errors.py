@@ -15,6 +15,7 @@ do from the class alone:
   * ``InsufficientFundsError``
 * ``RateLimitedError``    - 429 / 418 / Bybit 10006 / 403 "access too frequent". ``retry_after_s``
                             says how long everyone must back off; ``banned`` is True for a 418.
+  * ``RateLimitHeldBackError`` - our own shared budget refused to send: nothing reached the venue.
 * ``AuthError``           - bad key, bad signature, missing permission.
 * ``ClockSkewError``      - Binance -1021 / Bybit 10002: our clock is outside the recvWindow.
 """
@@ -70,6 +71,14 @@ class RateLimitedError(VenueError):
         super().__init__(message, venue=venue, code=code)
         self.retry_after_s = retry_after_s
         self.banned = banned
+
+
+class RateLimitHeldBackError(RateLimitedError):
+    """Raised by ``acquire`` *before* sending: the request never reached the venue.
+
+    A subclass so that every ``except RateLimitedError`` keeps working, while a caller that
+    cares (order submission) can tell "not sent" from "sent and refused".
+    """
 
 
 class AuthError(VenueError):

@@ -162,7 +162,7 @@ class PaperGateway(ExchangeGateway):
             return order
         # Limit: reserve what the order may consume, then let the matcher fill it.
         if request.side == Side.BUY:
-            need = qty * request.price * (1 + self.fee_rate)
+            need = qty * request.price
             self._require(quote, need)
             quote.free -= need
             quote.locked += need
@@ -175,7 +175,10 @@ class PaperGateway(ExchangeGateway):
         order = PaperOrder.objects.create(
             client_order_id=request.client_order_id, symbol=request.symbol, side=request.side, type=request.type,
             quantity=qty, price=request.price, status=VenueOrderStatus.OPEN, locked_amount=need)
-        self._match_one(order, self.source.price_at(request.symbol, self.clock()), base, quote)
+        # Marketable on arrival: it takes liquidity at the current price (never worse than its limit).
+        price = self.source.price_at(request.symbol, self.clock())
+        if self._crosses(order, price):
+            self._fill(order, price, base, quote, from_locked=True)
         return order
 
     def _market_fill_price(self, symbol: str, side: str, rules: MarketRules) -> Decimal:
@@ -196,19 +199,21 @@ class PaperGateway(ExchangeGateway):
 
     def _fill(self, order: PaperOrder, price: Decimal, base: PaperBalance, quote: PaperBalance, *,
               from_locked: bool) -> None:
-        """Fill the whole remainder at ``price`` (fees in the quote asset)."""
+        """Fill the whole remainder at ``price``. As on Binance and Bybit, the fee is taken from
+        the asset received: base for a buy, quote for a sell."""
         qty = order.quantity - order.filled_quantity
         notional = qty * price
-        fee = notional * self.fee_rate
         if order.side == Side.BUY:
+            fee, fee_asset = qty * self.fee_rate, base.asset
             if from_locked:
                 quote.locked -= order.locked_amount
-                quote.free += order.locked_amount - notional - fee
+                quote.free += order.locked_amount - notional     # a fill below the limit frees the rest
             else:
-                self._require(quote, notional + fee)
-                quote.free -= notional + fee
-            base.free += qty
+                self._require(quote, notional)
+                quote.free -= notional
+            base.free += qty - fee
         else:
+            fee, fee_asset = notional * self.fee_rate, quote.asset
             if from_locked:
                 base.locked -= order.locked_amount
             else:
@@ -217,18 +222,23 @@ class PaperGateway(ExchangeGateway):
             quote.free += notional - fee
         PaperBalance.objects.bulk_update([base, quote], ["free", "locked"])
         PaperTrade.objects.create(order=order, symbol=order.symbol, side=order.side, price=price, quantity=qty,
-                                  fee=fee, fee_asset=quote.asset, executed_at_ms=self.clock())
+                                  fee=fee, fee_asset=fee_asset, executed_at_ms=self.clock())
         order.filled_quantity += qty
         order.filled_quote += notional
         order.locked_amount = Decimal(0)
         order.status = VenueOrderStatus.FILLED
         order.save(update_fields=["filled_quantity", "filled_quote", "locked_amount", "status", "updated_at"])
 
+    @staticmethod
+    def _crosses(order: PaperOrder, price: Decimal) -> bool:
+        return price <= order.price if order.side == Side.BUY else price >= order.price
+
     def _match_one(self, order: PaperOrder, price: Decimal, base: PaperBalance, quote: PaperBalance) -> bool:
-        crosses = price <= order.price if order.side == Side.BUY else price >= order.price
-        if crosses:
-            self._fill(order, price, base, quote, from_locked=True)
-        return crosses
+        """A resting order the market trades through fills at its own limit price, as a maker."""
+        if self._crosses(order, price):
+            self._fill(order, order.price, base, quote, from_locked=True)
+            return True
+        return False
 
     def match_resting_orders(self, symbols: Iterable[str]) -> int:
         """Fill resting limit orders the current price crosses. Returns how many filled."""

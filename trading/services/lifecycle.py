@@ -33,6 +33,7 @@ S = OrderStatus
 class EventType:
     CREATED = "CREATED"
     SUBMITTING = "SUBMITTING"            # pending / submit_unknown -> submitted: a send starts now
+    SEND_DEFERRED = "SEND_DEFERRED"      # submitted -> pending: our own rate limiter held the send back
     ACCEPTED = "ACCEPTED"
     REJECTED = "REJECTED"
     SUBMIT_UNKNOWN = "SUBMIT_UNKNOWN"
@@ -48,7 +49,7 @@ class EventType:
 ALLOWED: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.SUBMITTED, S.CANCELED}),
     S.SUBMITTED: frozenset({S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.REJECTED, S.SUBMIT_UNKNOWN, S.CANCELED,
-                            S.EXPIRED}),
+                            S.EXPIRED, S.PENDING}),
     S.SUBMIT_UNKNOWN: frozenset({S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.REJECTED, S.CANCELED,
                                  S.EXPIRED, S.SUBMIT_UNKNOWN}),
     S.ACCEPTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}),
@@ -162,6 +163,19 @@ def order_mark_submitting(*, order_id: int, source: str = OrderEvent.Source.SYST
             return None
         _transition(order, S.SUBMITTED, event_type=EventType.SUBMITTING, source=source,
                     payload={"attempt": order.submit_attempts + 1}, submit_attempts=order.submit_attempts + 1)
+        return order
+
+
+def order_mark_send_deferred(*, order_id: int, detail: str) -> Order:
+    """Undo a claim whose send provably never left this process (the shared rate-limit budget
+    held it back), so it is sent later like any pending order. Only for that certainty: any
+    doubt about whether bytes reached the venue means ``submit_unknown``."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order.status != S.SUBMITTED:
+            return order
+        _transition(order, S.PENDING, event_type=EventType.SEND_DEFERRED, source=OrderEvent.Source.SYSTEM,
+                    reason_code="RATE_LIMIT_HELD_BACK", payload={"detail": detail})
         return order
 
 

@@ -23,6 +23,7 @@ from trading.exchanges.base import ExchangeGateway, OrderRequest, OrderType, Sid
 from trading.exchanges.errors import (
     AuthError,
     DuplicateClientOrderIdError,
+    RateLimitHeldBackError,
     RejectedError,
     VenueError,
 )
@@ -70,6 +71,9 @@ def order_submit(*, order_id: int, gateway: ExchangeGateway) -> Order:
                                                 reason_code="DUPLICATE_CLIENT_ID")
             order_resolve(order_id=order_id, gateway=gateway)
             return Order.objects.get(pk=order_id)
+        except RateLimitHeldBackError as exc:
+            log.info("order %s held back by the shared rate limit: %s", order.client_order_id, exc)
+            return lifecycle.order_mark_send_deferred(order_id=order_id, detail=str(exc))
         except (RejectedError, AuthError) as exc:
             # The venue said no (or never let us in): nothing was placed.
             log.warning("order %s rejected: %s", order.client_order_id, exc)

@@ -1,0 +1,55 @@
+"""Reads of strategy state: positions, decisions, and the order facts the risk gates need."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from strategy.engines import ExitReason
+from strategy.models import StrategyDecision, StrategyPosition
+from trading.models import TERMINAL_STATUSES, Order
+
+P = StrategyPosition.Status
+STOP_EXITS = (str(ExitReason.STOP_LOSS), str(ExitReason.TRAILING_STOP))
+
+
+def positions_active(*, venue: str) -> QuerySet[StrategyPosition]:
+    """Open and closing positions (holdings we still answer for), oldest first."""
+    return StrategyPosition.objects.filter(venue=venue, status__in=[P.OPEN, P.CLOSING]).order_by("opened_at", "id")
+
+
+def positions_closed_since(*, venue: str, since: datetime) -> QuerySet[StrategyPosition]:
+    return StrategyPosition.objects.filter(venue=venue, status=P.CLOSED, closed_at__gte=since).order_by("closed_at")
+
+
+def last_stop_exits(*, venue: str, symbols: list[str]) -> dict[str, datetime]:
+    """When each symbol's most recent stop-loss / trailing-stop exit was triggered."""
+    out: dict[str, datetime] = {}
+    rows = (StrategyPosition.objects.filter(venue=venue, symbol__in=symbols, exit_reason__in=STOP_EXITS,
+                                            exit_triggered_at__isnull=False)
+            .order_by("symbol", "-exit_triggered_at").values_list("symbol", "exit_triggered_at"))
+    for symbol, at in rows:
+        out.setdefault(symbol, at)
+    return out
+
+
+def symbols_with_unresolved_orders(*, venue: str) -> set[str]:
+    """Symbols with any order whose outcome is not final yet (pending, in flight, unknown, or
+    accepted and not done): a new entry there could double the exposure."""
+    return set(Order.objects.filter(venue=venue).exclude(status__in=TERMINAL_STATUSES)
+               .values_list("symbol", flat=True).distinct())
+
+
+def pending_entry_orders(*, venue: str, strategy: str) -> QuerySet[Order]:
+    """Entry orders not final yet that have no position: each will take a position slot."""
+    return (Order.objects.filter(venue=venue, strategy=strategy, intent=Order.Intent.ENTRY, position__isnull=True)
+            .exclude(status__in=TERMINAL_STATUSES))
+
+
+def decided_symbols(*, strategy: str, tick_id: str) -> set[str]:
+    return set(StrategyDecision.objects.filter(strategy=strategy, tick_id=tick_id).values_list("symbol", flat=True))
+
+
+def decision_for_order(order: Order) -> StrategyDecision | None:
+    return StrategyDecision.objects.filter(strategy=order.strategy, tick_id=order.tick_id, symbol=order.symbol).first()

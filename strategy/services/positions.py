@@ -1,0 +1,393 @@
+"""Positions and the stop monitor.
+
+A position is derived from ``orders``, never from venue balances:
+
+* **open**    - the fills of a B-lite entry order open it (idempotent: one position per entry
+                order). Entry = average fill price; stop = entry - stop_atr_multiple x ATR and
+                take-profit = entry + take_profit_r x R, with ATR and multiples taken from the
+                entry's decision row (what the strategy saw when it decided).
+* **closing** - the stop monitor saw the stop / trailing stop / take-profit hit and placed a
+                market sell (``exit<attempt>`` client id per position: a retry, a re-delivered
+                task or a second worker computes the same id and cannot sell twice). The
+                Telegram alert is written in the same transaction.
+* **closed**  - the exit order filled (realised PnL = proceeds net of fees - entry cost incl.
+                its fee), or an operator's emergency exit sold the holdings (``EMERGENCY_EXIT``).
+
+An exit order that ends without selling everything (rejected, canceled, expired) puts the
+position back to open with the next attempt number, so the next pass re-checks the price and
+sells the rest under a new client id. After ``MAX_EXIT_ATTEMPTS`` the monitor stops trying
+and alerts: an operator must look (an emergency exit then closes the position).
+
+Stops keep working while trading is halted and while Redis is down: the halt only gates
+entries, and the monitor's Redis lock is an optimisation it does without.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from infra.locks import LockNotAcquired, redis_lock
+from infra.logging import new_trace_id, trace_context
+from strategy import selectors
+from strategy.engines import ExitReason, PositionStop, evaluate_exit, round_to_step
+from strategy.models import StrategyPosition
+from strategy.params import STRATEGY_NAME
+from strategy.services.portfolio import entry_cost, plain
+from trading.client_ids import make_client_order_id
+from trading.exchanges.base import ExchangeGateway, MarketRules
+from trading.exchanges.errors import VenueError
+from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
+from trading.services.lifecycle import EventType, NewOrder, order_create
+
+log = logging.getLogger(__name__)
+
+P = StrategyPosition.Status
+ZERO = Decimal(0)
+MAX_EXIT_ATTEMPTS = 5
+EXIT_INTENTS = {
+    ExitReason.STOP_LOSS: Order.Intent.STOP_LOSS,
+    ExitReason.TRAILING_STOP: Order.Intent.TRAILING_STOP,
+    ExitReason.TAKE_PROFIT: Order.Intent.TAKE_PROFIT,
+}
+EMERGENCY_EXIT = "EMERGENCY_EXIT"
+_Q18 = Decimal("1e-18")
+
+
+def _telegram(*, text: str, trace_id: str, reason_code: str) -> None:
+    from infra.telegram import telegram_enqueue
+
+    telegram_enqueue(text=text, trace_id=trace_id, reason_code=reason_code)
+
+
+# --- opening -------------------------------------------------------------------------------
+
+def _base_fee(order: Order) -> Decimal:
+    """Fees the venue took in the base asset (Binance charges a buy's fee in what was bought):
+    we hold that much less than the filled quantity."""
+    base = order.symbol.split("/")[0]
+    fee = ZERO
+    for payload in OrderEvent.objects.filter(order=order, event_type=EventType.FILL).values_list("payload", flat=True):
+        if payload.get("fee_asset") == base and payload.get("fee") not in (None, ""):
+            fee += Decimal(str(payload["fee"]))
+    return fee
+
+
+def _held_quantity(order: Order) -> Decimal:
+    return order.filled_quantity - _base_fee(order)
+
+
+def _stop_levels(order: Order, entry: Decimal) -> PositionStop:
+    """Initial stop and target from the entry decision's ATR and the multiples used then."""
+    decision = selectors.decision_for_order(order)
+    if decision is None:
+        raise LookupError(f"entry order {order.client_order_id} has no decision row for tick {order.tick_id}")
+    inputs = decision.inputs
+    atr = Decimal(str(inputs["engine"]["inputs"]["atr"]))
+    multiple = Decimal(str(inputs["params"]["stop_atr_multiple"]))
+    take_profit_r = Decimal(str(inputs["params"]["take_profit_r"]))
+    tick = Decimal(str(inputs["market"]["tick_size"]))
+    stop = round_to_step(entry - multiple * atr, tick)
+    target = round_to_step(entry + take_profit_r * (entry - stop), tick, up=True)
+    return PositionStop.open(entry_price=entry, stop_price=stop, take_profit_price=target, atr_multiple=multiple)
+
+
+def position_open_from_entry(*, order_id: int) -> StrategyPosition | None:
+    """Open the position of a (partly) filled entry order. Idempotent: None if it exists or
+    there is nothing to open yet."""
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.filled_quantity <= 0 or StrategyPosition.objects.filter(entry_order=order).exists():
+            return None
+        entry = (order.filled_quote / order.filled_quantity).quantize(_Q18)
+        state = _stop_levels(order, entry)
+        position = StrategyPosition.objects.create(
+            strategy=order.strategy, venue=order.venue, symbol=order.symbol, entry_order=order, tick_id=order.tick_id,
+            trace_id=order.trace_id, quantity=_held_quantity(order), entry_price=entry, entry_fee=order.fee_quote,
+            stop_state=state.to_dict(), opened_at=timezone.now(),
+        )
+    log.info("position #%s opened: %s %s @ %s, stop %s, target %s", position.pk, position.symbol, position.quantity,
+             entry, state.stop_price, state.take_profit_price, extra={"trace_id": order.trace_id})
+    return position
+
+
+# --- closing -------------------------------------------------------------------------------
+
+def _close(position: StrategyPosition, *, reason: str) -> None:
+    position.status = P.CLOSED
+    position.exit_reason = position.exit_reason or reason
+    position.realised_pnl = position.exit_proceeds - entry_cost(position, position.exited_quantity)
+    position.closed_at = timezone.now()
+    position.save()
+    trace_id = position.exit_trace_id or position.trace_id
+    _telegram(text=(f"AlphaSniper: position #{position.pk} {position.symbol} CLOSED ({position.exit_reason}). "
+                    f"Sold {plain(position.exited_quantity)} bought at {plain(position.entry_price)}; realised PnL "
+                    f"{position.realised_pnl:.2f}."), trace_id=trace_id, reason_code=position.exit_reason)
+
+
+def _emergency_exit_for(position: StrategyPosition) -> Order | None:
+    return (Order.objects.filter(venue=position.venue, symbol=position.symbol, intent=Order.Intent.EMERGENCY_EXIT,
+                                 side=Order.Side.SELL, filled_quantity__gt=0, status__in=TERMINAL_STATUSES,
+                                 created_at__gte=position.opened_at)
+            .order_by("created_at", "id").first())
+
+
+def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTEMPTS) -> StrategyPosition:
+    """Bring one position in line with its orders (entry fills, exit outcome, emergency exit)."""
+    with transaction.atomic():
+        position = StrategyPosition.objects.select_for_update().get(pk=position_id)
+        if position.status == P.CLOSED:
+            return position
+        emergency = _emergency_exit_for(position)
+        if emergency is not None:
+            remaining = position.remaining_quantity
+            share = remaining / emergency.filled_quantity if emergency.filled_quantity else ZERO
+            position.exited_quantity += remaining
+            position.exit_proceeds += remaining * emergency.average_price - emergency.fee_quote * min(share, 1)
+            position.exit_order = emergency
+            position.exit_reason = EMERGENCY_EXIT
+            position.exit_trace_id = emergency.trace_id
+            position.exit_triggered_at = position.exit_triggered_at or emergency.created_at
+            _close(position, reason=EMERGENCY_EXIT)
+            return position
+        if position.status == P.OPEN and position.exit_attempt == 0:
+            held = _held_quantity(position.entry_order)
+            if held > position.quantity:       # more entry fills arrived after the position opened
+                entry = position.entry_order
+                position.quantity = held
+                position.entry_price = (entry.filled_quote / entry.filled_quantity).quantize(_Q18)
+                position.entry_fee = entry.fee_quote
+                position.save(update_fields=["quantity", "entry_price", "entry_fee", "updated_at"])
+            return position
+        if position.status != P.CLOSING or position.exit_order is None:
+            return position
+        exit_order = Order.objects.get(pk=position.exit_order_id)
+        if exit_order.status not in TERMINAL_STATUSES:
+            return position
+        position.exited_quantity += exit_order.filled_quantity
+        position.exit_proceeds += exit_order.filled_quote - exit_order.fee_quote
+        if position.remaining_quantity <= 0 or exit_order.status == OrderStatus.FILLED:
+            _close(position, reason=position.exit_reason)
+            return position
+        # Ended without selling everything: back to open, next attempt under a new client id.
+        position.status = P.OPEN
+        position.exit_attempt += 1
+        position.save()
+        log.warning("position #%s: exit order %s ended %s with %s of %s sold; attempt %s next",
+                    position.pk, exit_order.client_order_id, exit_order.status, exit_order.filled_quantity,
+                    exit_order.quantity, position.exit_attempt, extra={"trace_id": position.exit_trace_id})
+        if position.exit_attempt >= max_exit_attempts:
+            _telegram(text=(f"AlphaSniper: EXIT FAILED for position #{position.pk} {position.symbol}: "
+                            f"{position.exit_attempt} exit orders ended without selling "
+                            f"{position.remaining_quantity}. The stop monitor has stopped trying - check the "
+                            f"venue and use emergency exit."), trace_id=position.exit_trace_id or position.trace_id,
+                      reason_code="EXIT_FAILED")
+        return position
+
+
+@dataclass
+class PositionsReport:
+    opened: list[int] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
+
+
+def positions_sync(*, venue: str, strategy: str = STRATEGY_NAME) -> PositionsReport:
+    """Open positions for filled entries, close positions whose exit filled. Idempotent."""
+    report = PositionsReport()
+    entries = Order.objects.filter(venue=venue, strategy=strategy, intent=Order.Intent.ENTRY, filled_quantity__gt=0,
+                                   position__isnull=True).values_list("pk", flat=True)
+    for order_id in entries:
+        try:
+            position = position_open_from_entry(order_id=order_id)
+        except (LookupError, KeyError, ValueError) as exc:
+            log.error("cannot open the position of entry order %s: %s", order_id, exc)
+            continue
+        if position is not None:
+            report.opened.append(position.pk)
+    for position_id in selectors.positions_active(venue=venue).values_list("pk", flat=True):
+        if position_refresh(position_id=position_id).status == P.CLOSED:
+            report.closed.append(position_id)
+    return report
+
+
+# --- the stop monitor ----------------------------------------------------------------------
+
+@dataclass
+class MonitorReport:
+    checked: int = 0
+    exits: list[str] = field(default_factory=list)          # client order ids placed
+    opened: list[int] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: bool = False
+
+    def as_dict(self) -> dict:
+        return {"checked": self.checked, "exits": self.exits, "opened": self.opened, "closed": self.closed,
+                "errors": self.errors, "skipped": self.skipped}
+
+
+def _sell_quantity(position: StrategyPosition, rules: MarketRules | None, held: Decimal | None) -> Decimal:
+    """The position's remaining quantity - but never more than the venue says we hold free of
+    the base asset (fees taken in it, a manual sale, a double-counted fill): a sell above the
+    holding would only be rejected, over and over."""
+    quantity = position.remaining_quantity
+    if held is not None and held < quantity:
+        log.warning("position #%s %s: the venue holds %s free, less than the position's %s; selling what is held",
+                    position.pk, position.symbol, held, quantity)
+        quantity = max(held, ZERO)
+    return round_to_step(quantity, rules.lot_step) if rules else quantity
+
+
+def position_check(*, position_id: int, last_price: Decimal, rules: MarketRules | None,
+                   now: datetime | None = None, max_exit_attempts: int = MAX_EXIT_ATTEMPTS,
+                   held: Callable[[str], Decimal | None] | None = None) -> Order | None:
+    """Ratchet the trailing stop with ``last_price``; on a stop / target hit place the one exit
+    order of this attempt and alert, all in one transaction. Returns the exit order if placed."""
+    with transaction.atomic():
+        position = StrategyPosition.objects.select_for_update().get(pk=position_id)
+        if position.status != P.OPEN:
+            return None
+        state = PositionStop.from_dict(position.stop_state)
+        check = evaluate_exit(state, last_price)
+        if check.reason_code is ExitReason.BAD_PRICE:
+            log.warning("position #%s %s: %s; holding", position.pk, position.symbol, check.detail)
+            return None
+        if check.state != state:
+            position.stop_state = check.state.to_dict()
+            position.save(update_fields=["stop_state", "updated_at"])
+        if not check.exit:
+            return None
+        if position.exit_attempt >= max_exit_attempts:
+            log.error("position #%s %s: %s but %s exit attempts failed; not trying again", position.pk,
+                      position.symbol, check.reason_code, position.exit_attempt)
+            return None
+        reason = str(check.reason_code)
+        holding = held(position.symbol) if held else None
+        quantity = _sell_quantity(position, rules, holding)
+        too_small = quantity <= 0 or bool(rules and (quantity < rules.min_qty
+                                                     or quantity * last_price < rules.min_notional))
+        if too_small and holding is not None and holding < position.remaining_quantity:
+            # The holding is (nearly) gone without an exit of ours or an operator's emergency
+            # exit: selling is impossible and the PnL unknown. Stop trying and tell an operator.
+            position.exit_attempt = max_exit_attempts
+            position.save(update_fields=["exit_attempt", "updated_at"])
+            _telegram(text=(f"AlphaSniper: EXIT FAILED for position #{position.pk} {position.symbol}: "
+                            f"{reason} hit at {last_price} but the venue holds only {holding} of the "
+                            f"{position.remaining_quantity} the position expects. Check the account; an "
+                            f"emergency exit closes the position."), trace_id=position.trace_id,
+                      reason_code="EXIT_FAILED")
+            return None
+        if too_small:
+            # Dust the venue will not take: nothing left to sell.
+            position.exit_reason = reason
+            position.exit_triggered_at = now or timezone.now()
+            _close(position, reason=reason)
+            return None
+        trace_id = new_trace_id()
+        tick_id = f"P{position.pk}"
+        client_order_id = make_client_order_id(strategy=position.strategy, symbol=position.symbol, tick_id=tick_id,
+                                               intent=f"exit{position.exit_attempt}")
+        order, created = order_create(new=NewOrder(
+            client_order_id=client_order_id, venue=position.venue, strategy=position.strategy,
+            symbol=position.symbol, side=Order.Side.SELL, type=Order.Type.MARKET,
+            intent=EXIT_INTENTS[check.reason_code], quantity=quantity, trace_id=trace_id, tick_id=tick_id,
+            reason_code=reason))
+        trace_id = order.trace_id
+        position.status = P.CLOSING
+        position.exit_order = order
+        position.exit_reason = reason
+        position.exit_trace_id = trace_id
+        position.exit_triggered_at = now or timezone.now()
+        position.save()
+        s = check.state
+        _telegram(text=(f"AlphaSniper: {reason.replace('_', ' ')} on {position.symbol} - selling {plain(quantity)} "
+                        f"at market. Last {plain(last_price)}, stop {plain(s.stop_price)} (initial "
+                        f"{plain(s.initial_stop)}), target {plain(s.take_profit_price)}, entry "
+                        f"{plain(position.entry_price)}. Position #{position.pk}, exit order {client_order_id} "
+                        f"(attempt {position.exit_attempt})."),
+                  trace_id=trace_id, reason_code=reason)
+    log.info("position #%s %s: %s at %s, exit order %s%s", position.pk, position.symbol, reason, last_price,
+             client_order_id, "" if created else " (already placed)", extra={"trace_id": trace_id})
+    return order
+
+
+def stop_monitor_run(*, gateway: ExchangeGateway | None = None, now: datetime | None = None) -> MonitorReport:
+    """One pass over every open position: update it from its orders, then check its stop
+    against the venue's last price. Safe to run concurrently (row locks, deterministic ids)."""
+    if gateway is None:
+        from trading.exchanges.factory import get_gateway
+
+        gateway = get_gateway()
+    report = MonitorReport()
+    lock = contextlib.nullcontext()
+    try:
+        lock = redis_lock(f"stop-monitor:{gateway.name}", ttl_s=60)
+        lock.__enter__()
+    except LockNotAcquired:
+        report.skipped = True
+        return report
+    except Exception as exc:   # Redis down: stops must still work; correctness does not need the lock
+        log.warning("stop monitor runs without its Redis lock: %s", exc)
+        lock = contextlib.nullcontext()
+    try:
+        _monitor(gateway, report, now)
+    finally:
+        with contextlib.suppress(Exception):
+            lock.__exit__(None, None, None)
+    return report
+
+
+def _monitor(gateway: ExchangeGateway, report: MonitorReport, now: datetime | None) -> None:
+    from strategy.services.markets import market_rules
+
+    synced = positions_sync(venue=gateway.name)
+    report.opened, report.closed = synced.opened, synced.closed
+    positions = list(selectors.positions_active(venue=gateway.name).filter(status=P.OPEN))
+    if not positions:
+        return
+    try:
+        rules = market_rules(gateway, symbols=[p.symbol for p in positions])
+    except VenueError as exc:
+        log.warning("market rules unavailable (%s); exits use the held quantity as is", exc)
+        rules = {}
+    balances: dict[str, Decimal] | None = None
+
+    def held(symbol: str) -> Decimal | None:
+        """Free base-asset balance, fetched once per pass and only when an exit needs it."""
+        nonlocal balances
+        if balances is None:
+            try:
+                balances = {a: b.free for a, b in gateway.fetch_balances().items()}
+            except VenueError as exc:
+                log.warning("balances unavailable (%s); exits sell the position's quantity", exc)
+                balances = {}
+        base = symbol.split("/")[0]
+        return balances.get(base, ZERO) if balances else None
+
+    for position in positions:
+        with trace_context(position.trace_id):
+            try:
+                ticker = gateway.fetch_ticker(position.symbol)
+            except VenueError as exc:
+                report.errors[position.symbol] = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("no price for %s (%s); its stop is checked next pass", position.symbol, exc)
+                continue
+            report.checked += 1
+            try:
+                order = position_check(position_id=position.pk, last_price=ticker.last,
+                                       rules=rules.get(position.symbol), now=now, held=held)
+            except Exception as exc:
+                # One position's trouble (e.g. the broker refusing the submit task after commit)
+                # must not stop the others' stops; the order sweeper re-sends committed orders.
+                log.exception("stop check of position #%s failed", position.pk)
+                report.errors[position.symbol] = f"{type(exc).__name__}: {exc}"[:300]
+                continue
+            if order is not None:
+                report.exits.append(order.client_order_id)
