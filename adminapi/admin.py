@@ -10,7 +10,8 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 
 from infra.logging import current_trace_id, new_trace_id
-from strategy.models import StrategyDecision
+from strategy.models import StrategyDecision, StrategyPosition
+from syncer.models import BalanceSnapshot, Ticker
 from trading.config_schema import HALT_KEY, SCHEMA, ConfigValidationError, config_validate
 from trading.models import AuditLog, Order, OrderEvent, SystemConfig
 from trading.services import control
@@ -159,3 +160,33 @@ class StrategyDecisionAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "tick_id", "symbol", "decision", "reason_code", "trace_id"]
     list_filter = ["decision", "reason_code", "symbol"]
     search_fields = ["tick_id", "symbol", "trace_id"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Written only by the system (positions by the stop monitor, tickers and balances by the syncer)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(StrategyPosition)
+class StrategyPositionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "symbol", "status", "quantity", "entry_price", "exit_reason", "realised_pnl", "opened_at",
+                    "closed_at")
+    list_filter = ("status", "symbol", "exit_reason")
+
+
+@admin.register(Ticker)
+class TickerAdmin(ReadOnlyAdmin):
+    list_display = ("venue", "symbol", "last", "bid", "ask", "venue_time", "fetched_at")
+
+
+@admin.register(BalanceSnapshot)
+class BalanceSnapshotAdmin(ReadOnlyAdmin):
+    list_display = ("venue", "taken_at")

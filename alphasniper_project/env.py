@@ -53,6 +53,7 @@ class AppConfig:
     venue: VenueConfig
     market_data_source: str
     market_data_seed: int
+    market_data_base_url: str | None
     replay_dir: str
     telegram_bot_token: str
     telegram_chat_id: str
@@ -201,6 +202,9 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         problems.append(f"MARKET_DATA_SEED={seed_raw!r} is not an integer")
         seed = 42
 
+    market_data_base_url = _check_base_url("MARKET_DATA_BASE_URL", env.get("MARKET_DATA_BASE_URL", "").strip(),
+                                           problems)
+
     tg_token = env.get("TELEGRAM_BOT_TOKEN", "").strip()
     tg_chat = env.get("TELEGRAM_CHAT_ID", "").strip()
     if bool(tg_token) != bool(tg_chat):
@@ -242,6 +246,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         venue=venue,
         market_data_source=source,
         market_data_seed=seed,
+        market_data_base_url=market_data_base_url,
         replay_dir=replay_dir,
         telegram_bot_token=tg_token,
         telegram_chat_id=tg_chat,

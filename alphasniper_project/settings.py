@@ -93,6 +93,7 @@ WHITENOISE_USE_FINDERS = True
 VENUE = CONFIG.venue
 MARKET_DATA_SOURCE = CONFIG.market_data_source
 MARKET_DATA_SEED = CONFIG.market_data_seed
+MARKET_DATA_BASE_URL = CONFIG.market_data_base_url
 MARKET_DATA_REPLAY_DIR = CONFIG.replay_dir
 PAPER_FEE_RATE = CONFIG.paper_fee_rate
 PAPER_SLIPPAGE_BPS = CONFIG.paper_slippage_bps

@@ -287,6 +287,10 @@ def cmd_run() -> None:
     _manage("createsuperuser", "--noinput", env={**env, "DJANGO_SUPERUSER_USERNAME": "admin",
             "DJANGO_SUPERUSER_EMAIL": "admin@localhost", "DJANGO_SUPERUSER_PASSWORD": local["ADMIN_PASSWORD"]},
             check=False, quiet=True)
+    # The offline market gives ~6 entry signals an hour on 1-minute candles; on the default 15m a
+    # newcomer would wait hours to see a trade. Set once (audited) on first run, never over an
+    # operator's own choice.
+    _manage("strategy_local_defaults", env=env, check=False, quiet=True)
     if created:
         say("first run: generated local credentials (kept in .data/run/secrets.json, shown only now)")
         say(f"  ADMIN_TOKEN            {local['ADMIN_TOKEN']}")

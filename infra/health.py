@@ -16,11 +16,17 @@ from infra import heartbeat
 from infra.redis import get_redis
 
 
+class Unhealthy(Exception):
+    """A check's own verdict, reported as is (no exception class name)."""
+
+
 def _timed(check) -> dict:
     started = time.perf_counter()
     try:
         detail = check() or {}
         result = {"ok": True, **detail}
+    except Unhealthy as exc:
+        result = {"ok": False, "error": str(exc)[:300]}
     except Exception as exc:
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -49,9 +55,20 @@ def _broker() -> dict:
     return {}
 
 
+def _venue() -> dict:
+    """What the data-syncer last learned about the venue: reachable, not rate-limited, not banned."""
+    from syncer.selectors import venue_health
+
+    health = venue_health(settings.VENUE.name)
+    if not health.ok:
+        raise Unhealthy(health.reason)
+    return {}
+
+
 def check_health() -> tuple[bool, dict]:
     """Returns (healthy, report). ``report['failing']`` names every component that is down or stale."""
     components = {"database": _timed(_database), "redis": _timed(_redis), "broker": _timed(_broker)}
+    components["venue"] = _timed(_venue) if components["redis"]["ok"] else {"ok": False, "error": "redis unavailable"}
     processes: dict[str, dict] = {}
     if components["redis"]["ok"]:
         for name, age in heartbeat.ages().items():

@@ -112,10 +112,16 @@ class VenueHealth:
 def venue_health(venue: str) -> VenueHealth:
     """Is the venue usable for new entries, as far as the syncer knows?
 
-    Unhealthy while a rate-limit back-off is running, and when the syncer's last batch of venue
-    calls failed. Never synced yet counts as unhealthy (fail closed). Raises if Redis is down:
-    a tick that cannot tell must not trade.
+    Unhealthy while the venue bans us (418), while a rate-limit back-off is running, and when
+    the syncer's last batch of venue calls failed. Never synced yet counts as unhealthy (fail
+    closed). Raises if Redis is down: a tick that cannot tell must not trade.
     """
+    from trading.exchanges.ratelimit import venue_ban_state
+
+    ban = venue_ban_state(venue)
+    if ban:
+        left = ban.get("remaining_s") or 0
+        return VenueHealth(False, f"banned by the venue for another {left:.0f}s (HTTP 418 / 403)", ban)
     client = get_redis()
     limited = client.get(rate_limited_key(venue))
     if limited:

@@ -7,13 +7,15 @@ import time
 import pytest
 
 from infra import heartbeat
+from syncer.services import venue_health_record
 from trading.models import Order, OrderEvent
 
 
 @pytest.fixture
-def all_processes_alive(redis_client):
+def all_processes_alive(redis_client, settings):
     for process in heartbeat.PROCESSES:
         heartbeat.record(process)
+    venue_health_record(venue=settings.VENUE.name, op="market_snapshot", ok=True)
 
 
 def test_health_is_200_when_everything_is_fresh(client, db, all_processes_alive):
@@ -22,11 +24,12 @@ def test_health_is_200_when_everything_is_fresh(client, db, all_processes_alive)
     assert response.status_code == 200, body
     assert body["status"] == "ok"
     assert body["failing"] == []
-    assert set(body["components"]) == {"database", "redis", "broker"}
+    assert set(body["components"]) == {"database", "redis", "broker", "venue"}
     assert all(p["heartbeat_age_s"] < 5 for p in body["processes"].values())
 
 
-def test_health_names_missing_and_stale_heartbeats(client, db, redis_client):
+def test_health_names_missing_and_stale_heartbeats(client, db, redis_client, settings):
+    venue_health_record(venue=settings.VENUE.name, op="market_snapshot", ok=True)
     heartbeat.record("beat")
     heartbeat.record("data-syncer", at=time.time() - heartbeat.STALE_AFTER_S - 30)
     response = client.get("/health")
@@ -45,6 +48,19 @@ def test_health_names_redis_and_broker_when_they_are_down(client, db, all_proces
     assert response.status_code == 503
     assert {"redis", "broker"} <= set(body["failing"])
     assert "Connection" in body["components"]["redis"]["error"]
+
+
+def test_health_names_the_venue_when_the_syncer_cannot_reach_it_or_it_bans_us(client, db, all_processes_alive,
+                                                                              settings, redis_client):
+    venue_health_record(venue=settings.VENUE.name, op="market_snapshot", ok=False, error="connection refused")
+    body = client.get("/health").json()
+    assert body["failing"] == ["venue"] and body["components"]["venue"]["error"] == "last market_snapshot failed"
+
+    venue_health_record(venue=settings.VENUE.name, op="market_snapshot", ok=True)
+    redis_client.set(f"alphasniper:venue:banned:{settings.VENUE.name}", '{"venue": "paper"}', ex=120)
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert "banned by the venue" in response.json()["components"]["venue"]["error"]
 
 
 def test_metrics_count_orders_and_events_from_the_database(client, db, all_processes_alive):

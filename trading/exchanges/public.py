@@ -41,7 +41,7 @@ class PublicVenueSource:
         if base_url is None:
             from django.conf import settings
 
-            base_url = getattr(settings, "MARKET_DATA_BASE_URL", None) or None
+            base_url = settings.MARKET_DATA_BASE_URL
         if rate_limiter is _USE_SHARED:
             from trading.exchanges.ratelimit import shared_rate_limiter
 

@@ -11,6 +11,10 @@ so it lives in Redis (implemented elsewhere). An adapter calls, per HTTP request
 3. ``penalize(retry_after_s, banned)`` when the venue said "too many" (429 / 418 / Bybit 10006 /
    Bybit 403): every worker must back off for ``retry_after_s``; ``banned`` marks an IP ban.
 
+A limiter may also offer ``acquire_request(method, path, weight)`` and
+``observe_response(method, path, headers)``; the adapters prefer them when present, because
+some budgets are per endpoint (Binance's order count, Bybit's per-endpoint limits).
+
 Weights (``request_weight``):
 
 * Binance counts *request weight* per IP per minute (default budget 6000/min) and, separately,
