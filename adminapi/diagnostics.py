@@ -26,7 +26,6 @@ INFO, WARNING, ERROR = "info", "warning", "error"
 SKEW_WARN_MS = 1000
 SKEW_ERROR_MS = 5000
 TIMEFRAME_S = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
-RATELIMIT_PATTERN = "alphasniper:ratelimit:*"
 
 
 def finding(code: str, severity: str, detail: str, fix: str = "", **data: Any) -> dict[str, Any]:
@@ -50,11 +49,7 @@ def _venue_env() -> str:
 
 
 def _gateway():
-    """The venue gateway, or raises ImportError while ``trading.exchanges.get_gateway`` is absent."""
-    try:
-        from trading.exchanges import get_gateway  # the only door to the venue
-    except ImportError:
-        from trading.exchanges.factory import get_gateway
+    from trading.exchanges import get_gateway  # the only door to the venue
 
     return get_gateway()
 
@@ -139,13 +134,10 @@ def _check_venue() -> list[dict[str, Any]]:
     venue_error = _venue_error_class()
     try:
         gateway = _gateway()
-    except ImportError as exc:
-        return [finding("GATEWAY_UNAVAILABLE", ERROR, f"venue gateway is not available: {exc}",
-                        "this build lacks trading.exchanges.get_gateway")]
     except venue_error as exc:
         return [finding("VENUE_CREDENTIALS_FAILED", ERROR, f"could not build the {settings.VENUE.name} gateway: {exc}",
                         f"check {_venue_env()}")]
-    out = []
+    out = _check_universe_listed(gateway)
     try:
         balances = gateway.fetch_balances()
         held = sorted(asset for asset, b in balances.items() if getattr(b, "total", 0))
@@ -171,6 +163,22 @@ def _check_venue() -> list[dict[str, Any]]:
         out.append(finding("VENUE_TIME_FAILED", ERROR, f"could not read {settings.VENUE.name} server time: {exc}",
                            f"check network access to the venue ({_venue_env()})"))
     return out
+
+
+def _check_universe_listed(gateway) -> list[dict[str, Any]]:
+    cfg, _ = _config()
+    try:
+        markets = gateway.load_markets()
+    except _venue_error_class() as exc:
+        return [finding("VENUE_UNREACHABLE", ERROR, f"cannot list the markets of {settings.VENUE.name}: {exc}",
+                        f"check network access and {settings.VENUE.name.upper()}_BASE_URL")]
+    missing = [s for s in cfg.universe if s not in markets]
+    if missing:
+        return [finding("UNIVERSE_NOT_LISTED", ERROR,
+                        f"universe symbol(s) {', '.join(missing)} not listed on {settings.VENUE.name}",
+                        "tbot/API update_config: remove them from `universe`", symbols=missing)]
+    return [finding("UNIVERSE_LISTED", INFO, f"all {len(cfg.universe)} universe symbols are listed on "
+                                            f"{settings.VENUE.name}")]
 
 
 def prepare_checks() -> list[dict[str, Any]]:
@@ -279,10 +287,7 @@ def _diag_locks() -> list[dict[str, Any]]:
 def _diag_balance() -> list[dict[str, Any]]:
     cfg, _ = _config()
     quotes = sorted({s.split("/")[1] for s in cfg.universe if "/" in s})
-    try:
-        gateway = _gateway()
-    except ImportError as exc:
-        return [finding("GATEWAY_UNAVAILABLE", WARNING, f"cannot read balances: {exc}", "")]
+    gateway = _gateway()
     try:
         balances = gateway.fetch_balances()
     except _venue_error_class() as exc:
@@ -302,13 +307,10 @@ def _diag_balance() -> list[dict[str, Any]]:
 
 
 def _diag_ratelimit() -> list[dict[str, Any]]:
-    """The venue's ban / back-off / budget use, read through the limiter's own reporting
-    (``trading.exchanges.ratelimit.rate_limit_state``) when present, else from the raw keys."""
+    """The venue's ban / back-off / budget use, from the shared limiter's own reporting."""
+    from trading.exchanges.ratelimit import rate_limit_state
+
     venue = settings.VENUE.name
-    try:
-        from trading.exchanges.ratelimit import rate_limit_state
-    except ImportError:
-        return _diag_ratelimit_raw()
     state = rate_limit_state(venue)
     out = []
     ban = state.get("banned")
@@ -332,28 +334,6 @@ def _diag_ratelimit() -> list[dict[str, Any]]:
     if not out:
         out.append(finding("RATE_LIMIT_CLEAR", INFO, f"no ban, back-off or exhausted budget for {venue}", ""))
     return out
-
-
-def _diag_ratelimit_raw() -> list[dict[str, Any]]:
-    from infra.redis import get_redis
-
-    client = get_redis()
-    keys = sorted(client.scan_iter(match=RATELIMIT_PATTERN, count=200))[:200]
-    blocking = []
-    for k in keys:
-        name = k.removeprefix("alphasniper:ratelimit:")
-        if not any(word in name.lower() for word in ("ban", "backoff", "penalty", "blocked")):
-            continue
-        ttl_ms = client.pttl(k)
-        if ttl_ms == -2:
-            continue
-        value = client.get(k) if client.type(k) == "string" else f"<{client.type(k)}>"
-        blocking.append(finding("RATE_LIMITED", WARNING,
-                                f"rate-limit back-off in force: {name} = {value!r} ({ttl_ms} ms left)",
-                                "wait for it to expire; if it recurs reduce request volume", key=k, ttl_ms=ttl_ms))
-    if blocking:
-        return blocking
-    return [finding("RATE_LIMIT_CLEAR", INFO, f"no rate-limit back-off in Redis ({len(keys)} budget key(s))", "")]
 
 
 def _diag_orders() -> list[dict[str, Any]]:

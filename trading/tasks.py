@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
 from trading.exchanges.errors import VenueError
 
@@ -88,3 +88,32 @@ def _reconcile_on_start(sender, **kwargs) -> None:
     if queues & {"sync", "orders"}:
         reconcile.apply_async(countdown=1)
         sweep_orders.apply_async(countdown=1)
+
+
+@worker_init.connect
+def _refuse_to_start_on_a_venue_we_cannot_trade(sender=None, **kwargs) -> None:
+    """Bad keys, a universe symbol the venue does not list, a venue that cannot be reached: one
+    clear line each and exit 2, before the worker takes a single task. Clock skew within the
+    venue's receive window is only a warning."""
+    import os
+    import sys
+
+    from trading.config_schema import config_get
+    from trading.exchanges.startup import is_warning, venue_startup_check
+
+    try:
+        problems = venue_startup_check(gateway=_gateway(), universe=config_get().universe)
+    except Exception as exc:  # e.g. an unmigrated database: the same rule, one line, no traceback
+        problems = [f"venue start-up check could not run: {type(exc).__name__}: {exc}"]
+    finally:
+        from django.db import connections
+
+        connections.close_all()   # opened in the parent; prefork children must not share it
+    for line in problems:
+        (log.warning if is_warning(line) else log.error)("venue check: %s", line)
+    fatal = [line for line in problems if not is_warning(line)]
+    if fatal:
+        for line in fatal:
+            sys.stderr.write(f"alphasniper: {line}\n")
+        sys.stderr.flush()
+        os._exit(2)   # a signal handler's SystemExit would be swallowed by Celery's dispatcher
