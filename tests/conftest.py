@@ -125,3 +125,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"{r['kill_point']:<22}{r['venue']:<9}{r['state_after_crash']:<12}{r['final_status']:<9}"
             f"{r['duplicate_orders']:>17}{r['lost_events']:>13}{str(r['position_matches_venue']):>18}")
+
+
+# --- A test must not leave the shared DB connection inside a transaction: every later test ---
+# --- would then "commit" into a transaction no other process can see. Name the culprit. -----
+_previous_test = {"nodeid": None}
+
+
+def pytest_runtest_setup(item):
+    if not _WITH_DJANGO:
+        return
+    from django.db import connection
+
+    open_connection = connection.connection is not None
+    if connection.in_atomic_block or (open_connection and not connection.autocommit):
+        culprit = _previous_test["nodeid"]
+        connection.close()  # do not let the leak poison every test after this one
+        pytest.fail(f"{culprit} left the database connection inside a transaction", pytrace=False)
+
+
+def pytest_runtest_teardown(item, nextitem):
+    _previous_test["nodeid"] = item.nodeid

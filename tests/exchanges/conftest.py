@@ -237,7 +237,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     Without the Django plugin (``-p no:django``) tests needing PostgreSQL or Redis are skipped."""
     with_django = config.pluginmanager.hasplugin("django")
     skip = pytest.mark.skip(reason="needs PostgreSQL / Redis: run under make test")
+    here = Path(__file__).parent
     for item in items:
+        # A conftest's collection hook sees the whole session's items: touch only our own.
+        if here not in item.path.parents:
+            continue
         callspec = getattr(item, "callspec", None)
         paper = callspec is not None and callspec.params.get("venue") == "paper"
         if with_django and paper:
