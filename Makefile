@@ -30,6 +30,10 @@ services: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Benchmarks on the real stack (servers started as for `make test`); BENCH_ARGS="--only decide --quick".
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
 
 
 clean-data:

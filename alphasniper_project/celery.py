@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alphasniper_project.settings")
 
@@ -63,6 +64,8 @@ app.conf.beat_schedule = {
     # Order path safety nets (ARCHITECTURE invariants 2 and 4).
     "sweep-orders": {"task": "trading.sweep_orders", "schedule": _every(15), "options": {"expires": 15}},
     "reconcile": {"task": "trading.reconcile", "schedule": _every(60), "options": {"expires": 60}},
+    "reconcile-full": {"task": "trading.reconcile", "schedule": _every(600), "kwargs": {"full": True},
+                       "options": {"expires": 300}},
     # Telegram outbox: re-enqueue messages whose delivery task was lost.
     "telegram-flush-pending": {"task": "infra.telegram.flush_pending", "schedule": _every(60),
                                "options": {"expires": 60}},
@@ -75,5 +78,15 @@ app.conf.beat_schedule = {
     "strategy-daily-summary": {"task": "strategy.daily_summary", "schedule": crontab(minute="0", hour="8"),
                                "options": {"expires": 3600}},
 }
+
+@task_prerun.connect
+@task_postrun.connect
+def _recycle_db_connections(**_kwargs) -> None:
+    """Keep DB connections across tasks (CELERY_DB_REUSE_MAX), but drop any that are too old
+    or broken — what Django does around each HTTP request."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+
 
 __all__ = ["app", "Queue", "crontab", "HEARTBEAT_PROCESSES", "HEARTBEAT_EVERY_S"]

@@ -140,6 +140,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True  # for Flower
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "infra.beat:HeartbeatDatabaseScheduler"
+# Celery's Django fixup closes every DB connection around every task unless told to reuse
+# them: a fresh PostgreSQL connection costs ~4 ms on the order path (bench: signal-to-wire).
+# Reused connections are still retired by CONN_MAX_AGE / CONN_HEALTH_CHECKS (see celery.py).
+CELERY_DB_REUSE_MAX = 1_000_000
 
 # --- Observability ---------------------------------------------------------------------
 SENTRY_DSN = CONFIG.sentry_dsn

@@ -67,14 +67,15 @@ def sweep_orders() -> dict:
 
 
 @shared_task(name="trading.reconcile", soft_time_limit=120, time_limit=180, ignore_result=True, expires=60)
-def reconcile() -> dict:
-    """Beat, every minute, and at every worker start: compare the DB with the venue and repair."""
+def reconcile(full: bool = False) -> dict:
+    """Compare the DB with the venue and repair. Beat: a light pass every minute and a full one
+    every ten; a full pass also runs at every worker start."""
     from infra.locks import LockNotAcquired, redis_lock
     from trading.services.reconciliation import reconcile as run
 
     try:
         with redis_lock("reconcile", ttl_s=170):
-            return run(gateway=_gateway()).as_dict()
+            return run(gateway=_gateway(), full=bool(full)).as_dict()
     except LockNotAcquired:
         log.info("reconciliation already running elsewhere")
         return {}
@@ -86,7 +87,7 @@ def _reconcile_on_start(sender, **kwargs) -> None:
     consumer = getattr(sender, "consumer", None) or sender
     queues = {q.name for q in consumer.app.amqp.queues.consume_from.values()}
     if queues & {"sync", "orders"}:
-        reconcile.apply_async(countdown=1)
+        reconcile.apply_async(kwargs={"full": True}, countdown=1)
         sweep_orders.apply_async(countdown=1)
 
 

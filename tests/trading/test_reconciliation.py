@@ -141,3 +141,23 @@ def test_holdings_smaller_than_our_fills_are_reported_once(redis_client):
     assert first.drift == [{"asset": "BTC", "expected": "0.0999", "on_venue": "0.01"}]
     assert second.drift == first.drift
     assert AuditLog.objects.filter(action="balance_drift", reason_code="BALANCE_DRIFT").count() == 1
+
+
+def test_the_periodic_pass_reads_trades_only_where_one_can_be_news(emulated):
+    # a resting order that still rests, and a filled order: nothing can have changed
+    resting, _ = lifecycle.order_create(new=new_order(venue=emulated.name, symbol="ETH/USDT", type="limit",
+                                                      price="1000.00", quantity="0.01", tick="rest"), enqueue=False)
+    order_submit(order_id=resting.pk, gateway=emulated.gateway)
+    order_submit(order_id=create(venue=emulated.name, tick="done").pk, gateway=emulated.gateway)
+    reconcile(gateway=emulated.gateway, symbols=SYMBOLS, full=True)
+
+    light = reconcile(gateway=emulated.gateway, symbols=SYMBOLS, full=False)
+    assert light.venue_requests == len(SYMBOLS) + 1          # open orders per symbol + one balance read
+    assert not light.changed
+
+    # the resting order fills on the venue: the next light pass sees it gone and reads its trades
+    emulated.set_price("ETH/USDT", Decimal("990"))
+    Order.objects.filter(pk=resting.pk).update(updated_at=now_utc() - timedelta(minutes=5))
+    caught = reconcile(gateway=emulated.gateway, symbols=SYMBOLS, full=False)
+    resting.refresh_from_db()
+    assert resting.status == OrderStatus.FILLED and caught.fills_added == 1

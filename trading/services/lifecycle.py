@@ -228,44 +228,61 @@ def order_apply_venue_order(*, order_id: int, venue_order: VenueOrder, source: s
         return order
 
 
-def order_record_fill(*, order_id: int, trade: VenueTrade, source: str) -> bool:
-    """Add one venue trade to the order. Idempotent by venue trade id: True if it was new.
+def fill_key(venue: str, trade: VenueTrade) -> str:
+    """The idempotency key of a fill: the venue's own trade id."""
+    return f"{venue}:{trade.symbol}:fill:{trade.trade_id}"
 
-    The FILL event carries the status change it causes (accepted -> partially_filled -> filled).
-    A trade that arrives after a cancel is still real (filled before the cancel took effect):
-    it is recorded and counted, and the status stays canceled.
+
+def order_record_fill(*, order_id: int, trade: VenueTrade, source: str) -> bool:
+    """Add one venue trade to the order. Idempotent by venue trade id: True if it was new."""
+    return order_record_fills(order_id=order_id, trades=[trade], source=source) == 1
+
+
+def order_record_fills(*, order_id: int, trades: list[VenueTrade], source: str) -> int:
+    """Add venue trades to the order in one transaction (one row lock, one key look-up, one
+    insert, one projection update). Idempotent by venue trade id: returns how many were new.
+
+    Each FILL event carries the status change it causes (accepted -> partially_filled ->
+    filled). A trade that arrives after a cancel is still real (filled before the cancel took
+    effect): it is recorded and counted, and the status stays canceled.
     """
-    key = f"{trade.symbol}:fill:{trade.trade_id}"
+    if not trades:
+        return 0
     with transaction.atomic():
         order = _locked(order_id)
-        key = f"{order.venue}:{key}"
-        if OrderEvent.objects.filter(idempotency_key=key).exists():
-            return False
+        keyed = {fill_key(order.venue, t): t for t in trades}
+        known = set(OrderEvent.objects.filter(idempotency_key__in=list(keyed)).values_list("idempotency_key",
+                                                                                             flat=True))
+        new = [(k, t) for k, t in keyed.items() if k not in known]
+        if not new:
+            return 0
         if order.status in (S.SUBMITTED, S.SUBMIT_UNKNOWN):
             _transition(order, S.ACCEPTED, event_type=EventType.ACCEPTED, source=source,
-                        payload={"venue_order_id": trade.venue_order_id, "implied_by_trade": trade.trade_id})
-        # A fee charged in the base asset (a buy on Binance) is valued at the trade price.
-        in_base = bool(trade.fee_asset) and order.symbol.split("/")[0] == trade.fee_asset
-        order.filled_quantity += trade.quantity
-        order.filled_quote += trade.price * trade.quantity
-        order.fee_quote += trade.fee * trade.price if in_base else trade.fee
-        order.venue_order_id = order.venue_order_id or trade.venue_order_id
-        payload = {"trade_id": trade.trade_id, "price": trade.price, "quantity": trade.quantity, "fee": trade.fee,
-                   "fee_asset": trade.fee_asset, "timestamp_ms": trade.timestamp_ms,
-                   "filled_quantity": order.filled_quantity, "venue": trade.raw}
-        amounts = {f: getattr(order, f) for f in ("filled_quantity", "filled_quote", "fee_quote", "venue_order_id")}
-        if order.status in (S.ACCEPTED, S.PARTIALLY_FILLED):
-            to = S.FILLED if order.filled_quantity >= order.quantity else S.PARTIALLY_FILLED
-            _transition(order, to, event_type=EventType.FILL, source=source, payload=payload,
-                        idempotency_key=key, **amounts)
-        else:
-            if order.status != S.CANCELED:
+                        payload={"venue_order_id": new[0][1].venue_order_id, "implied_by_trade": new[0][1].trade_id})
+        base = order.symbol.split("/")[0]
+        events = []
+        for key, trade in new:
+            order.filled_quantity += trade.quantity
+            order.filled_quote += trade.price * trade.quantity
+            # A fee charged in the base asset (a buy on Binance) is valued at the trade price.
+            order.fee_quote += trade.fee * trade.price if trade.fee_asset == base else trade.fee
+            order.venue_order_id = order.venue_order_id or trade.venue_order_id
+            payload = {"trade_id": trade.trade_id, "price": trade.price, "quantity": trade.quantity,
+                       "fee": trade.fee, "fee_asset": trade.fee_asset, "timestamp_ms": trade.timestamp_ms,
+                       "filled_quantity": order.filled_quantity, "venue": trade.raw}
+            if order.status in (S.ACCEPTED, S.PARTIALLY_FILLED):
+                to = S.FILLED if order.filled_quantity >= order.quantity else S.PARTIALLY_FILLED
+                payload = {"from": order.status, "to": to, **payload}
+                order.status = to
+            elif order.status != S.CANCELED:
                 log.warning("trade %s for %s arrived in status %s", trade.trade_id, order.client_order_id,
                             order.status)
-            _append(order, event_type=EventType.FILL, source=source, trace_id=order.trace_id, payload=payload,
-                    idempotency_key=key)
-            order.save(update_fields=[*amounts, "updated_at"])
-        return True
+            events.append(OrderEvent(order=order, event_type=EventType.FILL, source=source,
+                                     payload=_jsonable(payload), trace_id=order.trace_id, idempotency_key=key))
+        OrderEvent.objects.bulk_create(events)
+        order.save(update_fields=["status", "filled_quantity", "filled_quote", "fee_quote", "venue_order_id",
+                                  "updated_at"])
+        return len(events)
 
 
 def order_mark_imported(*, order_id: int, venue_order: VenueOrder) -> Order:

@@ -45,6 +45,7 @@ CURSOR_OVERLAP_MS = 60_000   # re-read the last minute: trades are idempotent, g
 
 @dataclass
 class ReconcileReport:
+    full: bool = True
     symbols: list[str] = field(default_factory=list)
     venue_requests: int = 0
     imported: list[str] = field(default_factory=list)
@@ -73,15 +74,20 @@ def _universe() -> list[str]:
         return []
 
 
-def reconcile(*, gateway: ExchangeGateway, symbols: list[str] | None = None) -> ReconcileReport:
-    report = ReconcileReport()
+def reconcile(*, gateway: ExchangeGateway, symbols: list[str] | None = None, full: bool = True) -> ReconcileReport:
+    """One pass. ``full`` reads every symbol's trade history since its cursor; otherwise only
+    where a trade can be news: a symbol with one of our orders in flight, or one of our orders
+    open on the venue that we do not know or whose fills we lack. The periodic pass is light
+    (about one request per symbol); a full pass runs at worker start and every few minutes and
+    is what finds an order the DB lost entirely after it had already filled."""
+    report = ReconcileReport(full=full)
     _repair_projection(report)
     active = set(Order.objects.filter(venue=gateway.name).exclude(status__in=TERMINAL_STATUSES)
                  .values_list("symbol", flat=True))
     report.symbols = sorted(set(symbols if symbols is not None else _universe()) | active)
     for symbol in report.symbols:
         try:
-            _reconcile_symbol(gateway, symbol, report)
+            _reconcile_symbol(gateway, symbol, report, full=full)
         except VenueError as exc:
             # One symbol the venue cannot answer for must not leave every other one unchecked.
             report.errors[symbol] = str(exc)
@@ -130,16 +136,27 @@ def _cursor_key(venue: str, symbol: str) -> str:
     return key("reconcile", "trades_cursor", venue, symbol)
 
 
-def _reconcile_symbol(gateway: ExchangeGateway, symbol: str, report: ReconcileReport) -> None:
+def _reconcile_symbol(gateway: ExchangeGateway, symbol: str, report: ReconcileReport, *, full: bool) -> None:
     venue = gateway.name
     open_on_venue = gateway.fetch_open_orders(symbol)
-    cursor_raw = get_redis().get(_cursor_key(venue, symbol))
-    since = int(cursor_raw) if cursor_raw else now_ms() - DEFAULT_LOOKBACK_MS
-    trades = gateway.fetch_my_trades(symbol, since_ms=since)
-    report.venue_requests += 2
-
+    report.venue_requests += 1
     ours_open = {vo.client_order_id: vo for vo in open_on_venue if is_ours(vo.client_order_id)}
     known = {o.client_order_id: o for o in Order.objects.filter(client_order_id__in=list(ours_open))}
+    # A new trade is possible only for an order the venue shows open with other fills than ours,
+    # one we do not know, or one we think is live that the venue no longer shows open.
+    fills_differ = any(cid not in known or vo.filled_quantity != known[cid].filled_quantity
+                       for cid, vo in ours_open.items())
+    closed_there = (Order.objects.filter(venue=venue, symbol=symbol)
+                    .exclude(status__in=[*TERMINAL_STATUSES, OrderStatus.PENDING])
+                    .exclude(client_order_id__in=list(ours_open)).exists())
+    trades: list[VenueTrade] = []
+    read_trades = full or fills_differ or closed_there
+    if read_trades:
+        cursor_raw = get_redis().get(_cursor_key(venue, symbol))
+        since = int(cursor_raw) if cursor_raw else now_ms() - DEFAULT_LOOKBACK_MS
+        trades = gateway.fetch_my_trades(symbol, since_ms=since)
+        report.venue_requests += 1
+
     for cid, venue_order in ours_open.items():
         order = known.get(cid)
         if order is None:
@@ -178,6 +195,9 @@ def _reconcile_symbol(gateway: ExchangeGateway, symbol: str, report: ReconcileRe
     if trades:
         newest = max(t.timestamp_ms for t in trades)
         get_redis().set(_cursor_key(venue, symbol), newest - CURSOR_OVERLAP_MS)
+    elif read_trades and full:
+        # Nothing in the whole window: start the next read from (almost) now, not 24 h back.
+        get_redis().set(_cursor_key(venue, symbol), now_ms() - CURSOR_OVERLAP_MS)
 
 
 def _settled(order: Order) -> bool:
@@ -189,6 +209,13 @@ def _apply_trades(gateway: ExchangeGateway, symbol: str, trades: list[VenueTrade
     if not trades:
         return
     venue = gateway.name
+    # Most trades in the window are already recorded: skip them with one query rather than a
+    # locked transaction each (fills are append-only and keyed by the venue's trade id).
+    known = set(OrderEvent.objects.filter(idempotency_key__in=[lifecycle.fill_key(venue, t) for t in trades])
+                .values_list("idempotency_key", flat=True))
+    trades = [t for t in trades if lifecycle.fill_key(venue, t) not in known]
+    if not trades:
+        return
     by_cid = {o.client_order_id: o for o in Order.objects.filter(
         venue=venue, client_order_id__in=[t.client_order_id for t in trades if t.client_order_id])}
     by_venue_id = {o.venue_order_id: o for o in Order.objects.filter(
@@ -211,12 +238,13 @@ def _apply_trades(gateway: ExchangeGateway, symbol: str, trades: list[VenueTrade
             if venue_order is not None:
                 order = _import(venue_order, venue=venue, report=report)
                 by_cid[order.client_order_id] = order
+    per_order: dict[int, list[VenueTrade]] = {}
     for trade in trades:
         order = by_cid.get(trade.client_order_id) or by_venue_id.get(trade.venue_order_id)
-        if order is None:
-            continue   # not ours (a manual trade on the same account)
-        if lifecycle.order_record_fill(order_id=order.pk, trade=trade, source=SOURCE):
-            report.fills_added += 1
+        if order is not None:     # else: not ours (a manual trade on the same account)
+            per_order.setdefault(order.pk, []).append(trade)
+    for order_id, order_trades in per_order.items():
+        report.fills_added += lifecycle.order_record_fills(order_id=order_id, trades=order_trades, source=SOURCE)
 
 
 def _import(venue_order: VenueOrder, *, venue: str, report: ReconcileReport) -> Order:

@@ -118,12 +118,10 @@ def order_record_venue_state(*, order_id: int, venue_order: VenueOrder, gateway:
 def order_sync_fills(*, order: Order, gateway: ExchangeGateway, source: str) -> int:
     """Record every venue trade of this order (idempotent by trade id). Returns how many were new."""
     since = datetime_to_ms(order.created_at) - 60_000
-    new = 0
-    for trade in gateway.fetch_my_trades(order.symbol, since_ms=since):
-        if trade.client_order_id == order.client_order_id or (
-                order.venue_order_id and trade.venue_order_id == order.venue_order_id):
-            new += lifecycle.order_record_fill(order_id=order.pk, trade=trade, source=source)
-    return new
+    ours = [t for t in gateway.fetch_my_trades(order.symbol, since_ms=since)
+            if t.client_order_id == order.client_order_id
+            or (order.venue_order_id and t.venue_order_id == order.venue_order_id)]
+    return lifecycle.order_record_fills(order_id=order.pk, trades=ours, source=source)
 
 
 def _last_send_at(order: Order):

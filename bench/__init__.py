@@ -1,0 +1,1 @@
+"""AlphaSniper benchmarks on the real stack (``make bench`` / ``python -m bench``). See README.md."""

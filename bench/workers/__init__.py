@@ -1,0 +1,1 @@
+"""Entry points of the benchmark's own subprocesses (``python -m bench.workers.<name> '<json>'``)."""
