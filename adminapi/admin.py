@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 
+from infra.admin import ReadOnlyMixin
 from infra.logging import current_trace_id, new_trace_id
 from strategy.models import StrategyDecision, StrategyPosition
 from syncer.models import BalanceSnapshot, Ticker
@@ -17,39 +18,15 @@ from trading.models import AuditLog, Order, OrderEvent, SystemConfig
 from trading.services import control
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable, never added, changed or deleted from the admin."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    pass
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
     max_num = 0
     can_delete = False
     show_change_link = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
 
 
 # --- system config: edited through config_update (validated, versioned, audited) ---------------
@@ -161,18 +138,6 @@ class StrategyDecisionAdmin(ReadOnlyAdmin):
     list_filter = ["decision", "reason_code", "symbol"]
     search_fields = ["tick_id", "symbol", "trace_id"]
 
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Written only by the system (positions by the stop monitor, tickers and balances by the syncer)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(StrategyPosition)

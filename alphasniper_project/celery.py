@@ -81,9 +81,12 @@ app.conf.beat_schedule = {
 
 @task_prerun.connect
 @task_postrun.connect
-def _recycle_db_connections(**_kwargs) -> None:
+def _recycle_db_connections(task=None, **_kwargs) -> None:
     """Keep DB connections across tasks (CELERY_DB_REUSE_MAX), but drop any that are too old
-    or broken — what Django does around each HTTP request."""
+    or broken — what Django does around each HTTP request. Not for a task run eagerly inside
+    the caller's transaction (tests): that connection is the caller's."""
+    if task is not None and task.request.is_eager:
+        return
     from django.db import close_old_connections
 
     close_old_connections()

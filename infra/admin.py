@@ -10,12 +10,8 @@ from infra import telegram  # noqa: F401
 from infra.models import TelegramOutbox
 
 
-@admin.register(TelegramOutbox)
-class TelegramOutboxAdmin(admin.ModelAdmin):
-    list_display = ["id", "created_at", "status", "reason_code", "attempts", "trace_id", "sent_at"]
-    list_filter = ["status", "reason_code"]
-    search_fields = ["trace_id", "reason_code", "text"]
-    date_hierarchy = "created_at"
+class ReadOnlyMixin:
+    """Viewable in the admin, never added, changed or deleted there: the system writes these."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -27,4 +23,12 @@ class TelegramOutboxAdmin(admin.ModelAdmin):
         return False
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in TelegramOutbox._meta.fields]
+        return [f.name for f in self.model._meta.fields]
+
+
+@admin.register(TelegramOutbox)
+class TelegramOutboxAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "created_at", "status", "reason_code", "attempts", "trace_id", "sent_at"]
+    list_filter = ["status", "reason_code"]
+    search_fields = ["trace_id", "reason_code", "text"]
+    date_hierarchy = "created_at"

@@ -92,6 +92,30 @@ def _flush_past_append_only_trigger():
     DatabaseOperations.sql_flush = original
 
 
+@pytest.fixture
+def celery_eager():
+    """Run Celery tasks in the test (e.g. a Telegram delivery that would run on the data-syncer)."""
+    from alphasniper_project.celery import app
+
+    old = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield app
+    app.conf.task_always_eager = old
+
+
+@pytest.fixture
+def fake_telegram(settings):
+    """A local Telegram Bot API on 127.0.0.1 that records what it is sent."""
+    from tests.support.fake_telegram import FakeTelegram
+
+    server = FakeTelegram().start()
+    settings.TELEGRAM_API_URL = server.url
+    settings.TELEGRAM_BOT_TOKEN = "123456:TEST-TOKEN-secret"
+    settings.TELEGRAM_CHAT_ID = "-1001"
+    yield server
+    server.stop()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

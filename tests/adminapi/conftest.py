@@ -11,7 +11,6 @@ import pytest
 from rest_framework.test import APIClient
 
 from strategy.models import StrategyDecision
-from tests.adminapi.fake_telegram import FakeTelegram
 from trading.models import AuditLog, Order, OrderEvent, SystemConfig
 
 TOKEN = "test-admin-token-for-adminapi-0123456789"
@@ -35,26 +34,6 @@ def api() -> APIClient:
 @pytest.fixture
 def anon() -> APIClient:
     return APIClient()
-
-
-@pytest.fixture
-def celery_eager():
-    from alphasniper_project.celery import app
-
-    old = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield app
-    app.conf.task_always_eager = old
-
-
-@pytest.fixture
-def fake_telegram(settings):
-    server = FakeTelegram().start()
-    settings.TELEGRAM_API_URL = server.url
-    settings.TELEGRAM_BOT_TOKEN = "123456:TEST-TOKEN-secret"
-    settings.TELEGRAM_CHAT_ID = "-1001"
-    yield server
-    server.stop()
 
 
 def make_order(**fields) -> Order:

@@ -15,7 +15,6 @@ from django.utils import timezone
 
 from infra import telegram
 from infra.models import TelegramOutbox
-from tests.adminapi.fake_telegram import FakeTelegram
 
 pytestmark = pytest.mark.django_db
 
@@ -24,26 +23,6 @@ pytestmark = pytest.mark.django_db
 def _telegram_off(settings):
     settings.TELEGRAM_BOT_TOKEN = ""
     settings.TELEGRAM_CHAT_ID = ""
-
-
-@pytest.fixture
-def celery_eager():
-    from alphasniper_project.celery import app
-
-    old = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield app
-    app.conf.task_always_eager = old
-
-
-@pytest.fixture
-def fake_telegram(settings):
-    server = FakeTelegram().start()
-    settings.TELEGRAM_API_URL = server.url
-    settings.TELEGRAM_BOT_TOKEN = "123456:TEST-TOKEN-secret"
-    settings.TELEGRAM_CHAT_ID = "-1001"
-    yield server
-    server.stop()
 
 
 def test_message_is_delivered_after_commit_with_trace_id_and_reason_code(
