@@ -66,7 +66,11 @@ def run(stack: Any, quick: bool) -> dict[str, Any]:
     from trading.models import Order, OrderStatus
 
     n_orders = 200 if quick else 1000
-    emu_proc, base_url = stack.emulator("binance", symbols=SYMBOLS, rate_limits=False)
+    # The venue lists the whole default universe: workers refuse to start on a venue that does not.
+    from trading.config_schema import config_defaults
+
+    listed = sorted(set(SYMBOLS) | set(config_defaults().universe))
+    emu_proc, base_url = stack.emulator("binance", symbols=listed, rate_limits=False)
     ctl = EmulatorControl(base_url)
     ctl.set_balances({"USDT": "100000000"})
     env = {**stack.env, "EXCHANGE": "binance", "BINANCE_API_KEY": EMULATOR_KEY,
