@@ -42,6 +42,7 @@ class Venue:
     orders_with_client_id: Callable[[str], int]
     add_fault: Callable[..., None]
     set_price: Callable[[str, Decimal], None]
+    control: EmulatorControl | None = None          # the emulator's control API (None on paper)
 
 
 def paper_venue(balances: dict[str, Decimal] | None = None) -> Venue:
@@ -65,4 +66,4 @@ def emulated_venue(handle: EmulatorHandle) -> Venue:
                   timeout_ms=2000)
     gateway.load_markets()
     return Venue(handle.venue, gateway, lambda cid: len(control.orders(client_id=cid)),
-                 lambda **rule: control.add_fault(rule), control.set_price)
+                 lambda **rule: control.add_fault(rule), control.set_price, control)

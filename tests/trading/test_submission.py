@@ -132,3 +132,37 @@ def test_a_send_our_own_rate_limit_holds_back_goes_back_to_pending(emulators, tr
     assert held.status == OrderStatus.PENDING            # nothing was sent, so nothing is unknown
     assert event_types(held) == ["CREATED", "SUBMITTING", "SEND_DEFERRED"]
     assert EmulatorControl(emulators["binance"].base_url).orders(client_id=held.client_order_id) == []
+
+
+def test_two_resolvers_racing_never_send_twice(emulated):
+    """Resolver B asks the venue, hears "no such order" — and before B claims the re-send,
+    resolver A re-sends and ends up unknown again. B must not send a second time."""
+    path = "/api/v3/order" if emulated.name == "binance" else "/v5/order/create"
+    # Every create is answered 503 without being processed: each send ends "unknown", nothing lands.
+    emulated.add_fault(method="POST", path=path, action="http_status", status=503)
+    order = create(venue=emulated.name)
+    order_submit(order_id=order.pk, gateway=emulated.gateway)            # attempt 1: unknown
+    sends_before = len(emulated.control.requests(path=path, method="POST"))
+
+    real_fetch = emulated.gateway.fetch_order
+    raced = {"done": False}
+
+    def fetch_then_lose_the_race(symbol, client_order_id):
+        answer = real_fetch(symbol, client_order_id)                      # B hears "no such order"
+        if not raced["done"]:
+            raced["done"] = True
+            order_resolve(order_id=order.pk, gateway=emulated.gateway, grace=NO_GRACE)   # A re-sends
+        return answer
+
+    emulated.gateway.fetch_order = fetch_then_lose_the_race
+    try:
+        order_resolve(order_id=order.pk, gateway=emulated.gateway, grace=NO_GRACE)       # B
+    finally:
+        emulated.gateway.fetch_order = real_fetch
+
+    order.refresh_from_db()
+    sends = len(emulated.control.requests(path=path, method="POST")) - sends_before
+    assert sends == 1, f"{sends} re-sends for one unknown outcome"
+    assert order.submit_attempts == 2
+    assert event_types(order).count("SUBMITTING") == 2
+

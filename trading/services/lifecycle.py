@@ -154,12 +154,20 @@ def order_create(
 
 # --- submission outcomes ---------------------------------------------------------------------
 
-def order_mark_submitting(*, order_id: int, source: str = OrderEvent.Source.SYSTEM) -> Order | None:
+def order_mark_submitting(*, order_id: int, source: str = OrderEvent.Source.SYSTEM,
+                          expected_attempts: int | None = None) -> Order | None:
     """Claim the right to send. Only one caller wins: the row lock serialises them and only a
-    pending or submit-unknown order may move to submitted. None means "do not send"."""
+    pending or submit-unknown order may move to submitted. None means "do not send".
+
+    A re-send (from submit-unknown) must pass ``expected_attempts``: the attempt count it saw
+    when it asked the venue whether the order exists. If anyone sent in the meantime, the
+    venue's "no such order" is stale and the claim fails — otherwise two resolvers that both
+    heard "no" could both re-send."""
     with transaction.atomic():
         order = _locked(order_id)
         if order.status not in (S.PENDING, S.SUBMIT_UNKNOWN):
+            return None
+        if order.status == S.SUBMIT_UNKNOWN and order.submit_attempts != expected_attempts:
             return None
         _transition(order, S.SUBMITTED, event_type=EventType.SUBMITTING, source=source,
                     payload={"attempt": order.submit_attempts + 1}, submit_attempts=order.submit_attempts + 1)

@@ -55,9 +55,13 @@ def _request(order: Order) -> OrderRequest:
                         type=OrderType(order.type), quantity=order.quantity, price=order.price)
 
 
-def order_submit(*, order_id: int, gateway: ExchangeGateway) -> Order:
-    """Send the order once. Safe to call any number of times, from any number of workers."""
-    order = lifecycle.order_mark_submitting(order_id=order_id)
+def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attempts: int | None = None) -> Order:
+    """Send the order once. Safe to call any number of times, from any number of workers.
+
+    A pending order is sent by whoever claims it first. An order whose outcome is unknown is
+    only re-sent by ``order_resolve``, which passes the attempt count it saw before asking the
+    venue (``resend_after_attempts``)."""
+    order = lifecycle.order_mark_submitting(order_id=order_id, expected_attempts=resend_after_attempts)
     if order is None:
         return Order.objects.get(pk=order_id)   # already sent, or canceled before sending
     with trace_context(order.trace_id):
@@ -157,7 +161,7 @@ def order_resolve(*, order_id: int, gateway: ExchangeGateway, max_attempts: int 
             return ResolveOutcome(order.status)
         log.info("venue has no %s after %.1fs: sending again with the same id", order.client_order_id,
                  waited.total_seconds())
-        order = order_submit(order_id=order_id, gateway=gateway)
+        order = order_submit(order_id=order_id, gateway=gateway, resend_after_attempts=order.submit_attempts)
         return ResolveOutcome(order.status, resent=True,
                               retry_in_s=grace.total_seconds() if order.status == OrderStatus.SUBMIT_UNKNOWN
                               else None)
