@@ -79,3 +79,17 @@ def test_flatten_all_also_sells_holdings_the_system_did_not_open(emulated, redis
         left = after[asset].total if asset in after else Decimal(0)
         assert left < before[asset] / 100          # only dust below the lot step can remain
     assert set(report.remaining) <= {"BTC", "ETH", "SOL"}
+
+
+def test_a_sell_already_on_its_way_is_not_doubled(venue, redis_client):
+    order_submit(order_id=create(venue=venue.name, quantity="0.01", tick="e2").pk, gateway=venue.gateway)
+    # a stop-loss sell was claimed and is being sent right now
+    stop_exit, _ = lifecycle.order_create(new=new_order(venue=venue.name, side="sell", quantity="0.0099",
+                                                        tick="stop", intent="stop_loss"), enqueue=False)
+    lifecycle.order_mark_submitting(order_id=stop_exit.pk)
+
+    report = emergency_exit(**WHO, flatten_all=False, trace_id="trace-emx-4", gateway=venue.gateway)
+
+    assert report.exit_orders == []
+    assert stop_exit.client_order_id in report.unresolved_orders
+    assert not Order.objects.filter(intent="emergency_exit").exists()

@@ -154,7 +154,9 @@ def _flatten(gateway: ExchangeGateway, *, flatten_all: bool, trace_id: str, repo
         if rules is None:
             report.errors.append(f"{asset}: no {symbol} market to sell into")
             continue
-        in_flight = Order.objects.filter(venue=venue, symbol=symbol, intent=Order.Intent.EMERGENCY_EXIT).exclude(
+        # Any sell of ours still on its way (a stop exit, an earlier emergency exit) is already
+        # selling these coins: selling them again would only be refused, or sell what isn't ours.
+        in_flight = Order.objects.filter(venue=venue, symbol=symbol, side=Order.Side.SELL).exclude(
             status__in=TERMINAL_STATUSES).first()
         if in_flight is not None:
             report.unresolved_orders.append(in_flight.client_order_id)
