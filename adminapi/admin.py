@@ -108,9 +108,9 @@ class OrderEventInline(ReadOnlyInline):
 
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdmin):
-    list_display = ["client_order_id", "symbol", "side", "intent", "status", "quantity", "filled_quantity",
+    list_display = ["client_order_id", "symbol", "side", "type", "intent", "status", "quantity", "filled_quantity",
                     "venue", "created_at"]
-    list_filter = ["status", "intent", "venue", "symbol"]
+    list_filter = ["status", "intent", "type", "venue", "symbol"]
     search_fields = ["client_order_id", "venue_order_id", "trace_id"]
     date_hierarchy = "created_at"
     inlines = [OrderEventInline]

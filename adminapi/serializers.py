@@ -199,8 +199,8 @@ class OrderSerializer(serializers.ModelSerializer):
         model = Order
         fields = [
             "client_order_id", "venue", "venue_order_id", "strategy", "symbol", "side", "type", "intent",
-            "quantity", "price", "status", "filled_quantity", "filled_quote", "fee_quote", "tick_id", "trace_id",
-            "reason_code", "submit_attempts", "last_error", "created_at", "updated_at",
+            "quantity", "price", "stop_price", "status", "filled_quantity", "filled_quote", "fee_quote", "tick_id",
+            "trace_id", "reason_code", "submit_attempts", "last_error", "created_at", "updated_at",
         ]
         read_only_fields = fields
 

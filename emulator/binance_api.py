@@ -27,7 +27,11 @@ _REJECTS: dict[str, tuple[int, str]] = {
     "price_filter": (-1013, "Filter failure: PRICE_FILTER"),
     "min_notional": (-1013, "Filter failure: NOTIONAL"),
     "insufficient": (-2010, "Account has insufficient balance for requested action."),
+    "would_trigger": (-2010, "Stop price would trigger immediately."),
 }
+# Our type names <-> Binance's. STOP_LOSS is Binance spot's stop-market order.
+_TYPES = {"LIMIT": "limit", "MARKET": "market", "STOP_LOSS": "stop"}
+_WIRE_TYPES = {ours: wire for wire, ours in _TYPES.items()}
 DEFAULT_WEIGHT_PER_MINUTE = 6000
 DEFAULT_ORDERS_PER_10S = 100
 
@@ -240,7 +244,8 @@ class BinanceApi(VenueApi):
             "symbol": m.venue_id, "status": "TRADING", "baseAsset": m.base, "baseAssetPrecision": 8,
             "quoteAsset": m.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
             "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
+                           "TAKE_PROFIT_LIMIT"],
             "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True, "quoteOrderQtyMarketAllowed": True,
             "allowTrailingStop": True, "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False,
@@ -329,7 +334,7 @@ class BinanceApi(VenueApi):
         order_type = req.params.get("type", "")
         if not order_type:
             raise _missing("type")
-        if order_type not in ("LIMIT", "MARKET"):
+        if order_type not in _TYPES:
             raise BinanceError(400, -1116, "Invalid orderType.")
         client_id = req.params.get("newClientOrderId")
         if client_id is None:
@@ -340,6 +345,7 @@ class BinanceApi(VenueApi):
         qty = _decimal(req, "quantity")
         quote_qty = _decimal(req, "quoteOrderQty")
         price = _decimal(req, "price")
+        stop_price = _decimal(req, "stopPrice")
         tif = req.params.get("timeInForce") or "GTC"
         if order_type == "LIMIT":
             if not req.params.get("timeInForce"):
@@ -350,6 +356,13 @@ class BinanceApi(VenueApi):
                 raise _missing("quantity")
             if price is None:
                 raise _missing("price")
+        elif order_type == "STOP_LOSS":
+            if qty is None:
+                raise _missing("quantity")
+            if stop_price is None:
+                raise _missing("stopPrice")
+            if price is not None:
+                raise BinanceError(400, -1106, "Parameter 'price' sent when not required.")
         elif qty is None and quote_qty is None:
             raise BinanceError(400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were "
                                            "empty/null!")
@@ -357,9 +370,11 @@ class BinanceApi(VenueApi):
             raise BinanceError(429, -1015, f"Too many new orders; current limit is {self.orders_per_10s} orders "
                                            "per 10 SECOND.")
         order = self.ctx.book.place(
-            symbol=market.symbol, side=side.lower(), type=order_type.lower(), qty=qty,
+            symbol=market.symbol, side=side.lower(), type=_TYPES[order_type], qty=qty,
             quote_qty=quote_qty if qty is None else None, price=price, client_id=client_id,
             time_in_force=tif, partial_fraction=req.effects.partial_fraction, force_duplicate=req.effects.duplicate,
+            # A STOP_LOSS sell fires when the price falls to the stop, a buy when it rises to it.
+            stop_price=stop_price, trigger_direction="fall" if side == "SELL" else "rise",
         )
         self._orders_10s.add(1, req.now_ms)
         self._orders_day.add(1, req.now_ms)
@@ -371,7 +386,8 @@ class BinanceApi(VenueApi):
                     "clientOrderId": order.client_id, "transactTime": order.created_ms}
         body = self._order_json(order, market)
         for key in ("time", "updateTime", "isWorking", "stopPrice", "icebergQty"):
-            body.pop(key)
+            if not (key == "stopPrice" and order.type == "stop"):      # a conditional field: only on stops
+                body.pop(key)
         body["transactTime"] = order.created_ms
         if resp_type == "FULL":
             body["fills"] = [self._fill_json(f) for f in order.fills]
@@ -393,7 +409,8 @@ class BinanceApi(VenueApi):
             raise BinanceError(400, -2011, "Unknown order sent.") from None
         body = self._order_json(order, market)
         for key in ("time", "updateTime", "isWorking", "stopPrice", "icebergQty", "workingTime"):
-            body.pop(key)
+            if not (key == "stopPrice" and order.type == "stop"):
+                body.pop(key)
         # In a cancel answer clientOrderId is the *cancel request's* id; the original is origClientOrderId.
         body["origClientOrderId"] = order.client_id
         body["clientOrderId"] = req.params.get("newClientOrderId") or f"cancel{next(self._cancel_ids)}"
@@ -447,9 +464,9 @@ class BinanceApi(VenueApi):
             "symbol": m.venue_id, "orderId": o.id, "orderListId": -1, "clientOrderId": o.client_id,
             "price": fixed8(o.price or Decimal(0)), "origQty": fixed8(o.qty), "executedQty": fixed8(o.executed),
             "cummulativeQuoteQty": fixed8(o.cum_quote), "status": _STATUS[o.status],
-            "timeInForce": o.time_in_force, "type": o.type.upper(), "side": o.side.upper(),
-            "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": o.created_ms,
-            "updateTime": o.updated_ms, "isWorking": True, "workingTime": o.created_ms,
+            "timeInForce": o.time_in_force, "type": _WIRE_TYPES[o.type], "side": o.side.upper(),
+            "stopPrice": fixed8(o.stop_price or Decimal(0)), "icebergQty": "0.00000000", "time": o.created_ms,
+            "updateTime": o.updated_ms, "isWorking": o.type != "stop" or o.triggered, "workingTime": o.created_ms,
             "origQuoteOrderQty": fixed8(o.quote_qty or Decimal(0)), "selfTradePreventionMode": "EXPIRE_MAKER",
         }
 

@@ -26,7 +26,9 @@ _REJECTS: dict[str, tuple[int, str]] = {
     "min_notional": (170140, "Order value exceeded lower limit."),
     "insufficient": (170131, "Insufficient balance."),
     "bad_param": (10001, "params error"),
+    "would_trigger": (10001, "params error: triggerPrice equals the last price"),
 }
+_ORDER_FILTERS = ("Order", "StopOrder")   # active orders and spot conditional orders (tpsl/OCO: not emulated)
 # Per-UID requests per second for spot (rate-limit.mdx); other private endpoints get the default.
 DEFAULT_PER_SECOND: dict[str, int] = {
     "/v5/order/create": 20, "/v5/order/cancel": 20, "/v5/order/realtime": 50, "/v5/order/history": 50,
@@ -316,6 +318,19 @@ class BybitApi(VenueApi):
         order_type = params.get("orderType")
         if order_type not in ("Market", "Limit"):
             raise _params_error("orderType invalid")
+        order_filter = params.get("orderFilter") or "Order"
+        if order_filter not in _ORDER_FILTERS:
+            raise _params_error(f"orderFilter {order_filter!r} is not emulated")
+        trigger = _decimal(params, "triggerPrice")
+        if order_filter == "StopOrder":
+            if trigger is None:
+                raise _params_error("triggerPrice is required for conditional orders")
+            if order_type != "Market":
+                raise _params_error("conditional limit orders are not emulated")
+            if trigger % market.tick_size != 0:
+                raise BybitError(170134, "Order price has too many decimals.")
+        elif trigger is not None:
+            raise _params_error("triggerPrice needs orderFilter=StopOrder on spot")
         link_id = params.get("orderLinkId")
         if link_id is None or link_id == "":
             link_id = f"emu-{req.now_ms}-{next(self._link_ids)}"
@@ -336,9 +351,11 @@ class BybitApi(VenueApi):
             raise BybitError(170137, "Order quantity has too many decimals.")
         tif = str(params.get("timeInForce") or ("IOC" if order_type == "Market" else "GTC"))
         order = self.ctx.book.place(
-            symbol=market.symbol, side=side.lower(), type=order_type.lower(), qty=base_qty, quote_qty=quote_qty,
-            price=price, client_id=link_id, time_in_force=tif, partial_fraction=req.effects.partial_fraction,
-            force_duplicate=req.effects.duplicate,
+            symbol=market.symbol, side=side.lower(), type="stop" if trigger is not None else order_type.lower(),
+            qty=base_qty, quote_qty=quote_qty, price=price, client_id=link_id, time_in_force=tif,
+            partial_fraction=req.effects.partial_fraction, force_duplicate=req.effects.duplicate,
+            # Spot takes no triggerDirection: Bybit reads it from where the trigger is against the market.
+            stop_price=trigger, trigger_direction="rise" if trigger is not None and trigger > market.price else "fall",
         )
         if order.type == "limit" and tif in ("IOC", "FOK") and order.is_open:
             self.ctx.book.cancel(symbol=market.symbol, order_id=order.id, expire=True)
@@ -350,6 +367,11 @@ class BybitApi(VenueApi):
         order_id, link_id = self._ids(params)
         if order_id is None and link_id is None:
             raise _params_error("orderId or orderLinkId is required")
+        # Spot cancels look in one kind of order only: active ones unless orderFilter=StopOrder.
+        wanted = params.get("orderFilter") or "Order"
+        found = self.ctx.book.get(symbol=market.symbol, order_id=order_id, client_id=link_id)
+        if found is not None and self._filter_of(found) != wanted:
+            raise BybitError(170213, "Order does not exist.")
         try:
             order = self.ctx.book.cancel(symbol=market.symbol, order_id=order_id, client_id=link_id)
         except Reject:
@@ -359,7 +381,8 @@ class BybitApi(VenueApi):
     def realtime(self, _req: Request, params: dict[str, Any]) -> dict[str, Any]:
         self._spot_only(params)
         open_only = str(params.get("openOnly") or "0") == "0"
-        orders = self._select_orders(params, lambda o: o.is_open == open_only)
+        by_id = any(self._ids(params))      # Bybit ignores openOnly when asked for one order by id
+        orders = self._select_orders(params, lambda o: by_id or o.is_open == open_only)
         if not open_only:
             orders = orders[:500]
         return self._page(params, orders, self._order_json, default_limit=20, max_limit=50)
@@ -415,8 +438,14 @@ class BybitApi(VenueApi):
         link_id = params.get("orderLinkId") or None
         return order_id, (str(link_id) if link_id is not None else None)
 
+    @staticmethod
+    def _filter_of(o: Order) -> str:
+        return "StopOrder" if o.type == "stop" else "Order"
+
     def _select_orders(self, params: dict[str, Any], keep: Callable[[Order], bool]) -> list[Order]:
+        """Orders matching ids/symbol and ``keep``; a UTA query without orderFilter sees every kind."""
         book = self.ctx.book
+        order_filter = params.get("orderFilter") or None
         order_id, link_id = self._ids(params)
         symbols = [self._market(params).symbol] if params.get("symbol") else list(book.markets)
         if order_id is not None or link_id is not None:
@@ -424,7 +453,8 @@ class BybitApi(VenueApi):
             candidates = [o for o in found if o is not None]
         else:
             candidates = [o for s in symbols for o in book.orders_for(s)]
-        return sorted((o for o in candidates if keep(o)), key=lambda o: o.id, reverse=True)
+        return sorted((o for o in candidates if keep(o) and order_filter in (None, self._filter_of(o))),
+                      key=lambda o: o.id, reverse=True)
 
     @staticmethod
     def _page(params: dict[str, Any], rows: list[Any], shape: Callable[[Any], dict[str, Any]], *,
@@ -441,11 +471,14 @@ class BybitApi(VenueApi):
     def _status(o: Order) -> str:
         if o.status in ("canceled", "expired"):
             return "PartiallyFilledCanceled" if o.executed > 0 else "Cancelled"
+        if o.type == "stop" and not o.triggered and o.status == "new":
+            return "Untriggered"
         return {"new": "New", "partially_filled": "PartiallyFilled", "filled": "Filled"}[o.status]
 
     def _order_json(self, o: Order) -> dict[str, Any]:
         m = self.ctx.book.market(o.symbol)
         leaves = o.remaining if o.is_open else Decimal(0)
+        stop = o.type == "stop" and o.stop_price is not None
         return {
             "orderId": str(o.id), "orderLinkId": o.client_id, "blockTradeId": "", "symbol": m.venue_id,
             "price": plain(o.price) if o.price is not None else "0", "qty": plain(o.qty),
@@ -454,10 +487,13 @@ class BybitApi(VenueApi):
             "rejectReason": "EC_NoError", "avgPrice": plain(o.avg_price) if o.executed else "",
             "leavesQty": plain(leaves), "leavesValue": plain(leaves * (o.price or o.lock_price)),
             "cumExecQty": plain(o.executed), "cumExecValue": plain(o.cum_quote), "cumExecFee": plain(o.cum_fee),
-            "timeInForce": o.time_in_force, "orderType": o.type.capitalize(), "stopOrderType": "",
+            "timeInForce": o.time_in_force, "orderType": "Limit" if o.type == "limit" else "Market",
+            "stopOrderType": "Stop" if stop else "",
             "orderIv": "", "marketUnit": "" if o.type == "limit" else ("quoteCoin" if o.quote_qty else "baseCoin"),
-            "triggerPrice": "0", "takeProfit": "0", "stopLoss": "0", "tpTriggerBy": "", "slTriggerBy": "",
-            "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": plain(o.lock_price),
+            "triggerPrice": plain(o.stop_price) if stop else "0", "takeProfit": "0", "stopLoss": "0",
+            "tpTriggerBy": "", "slTriggerBy": "",
+            "triggerDirection": {"rise": 1, "fall": 2}.get(o.trigger_direction, 0),
+            "triggerBy": "LastPrice" if stop else "", "lastPriceOnCreated": plain(o.lock_price),
             "reduceOnly": False, "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "",
             "tpslMode": "", "tpLimitPrice": "", "slLimitPrice": "", "placeType": "",
             "createdTime": str(o.created_ms), "updatedTime": str(o.updated_ms),

@@ -72,7 +72,7 @@ class EmulatorControl:
         self.set_prices({symbol: price})
 
     def set_prices(self, prices: Mapping[str, Number]) -> None:
-        """Set current prices; resting limit orders (and held partial fills) that cross fill now."""
+        """Set current prices; resting limit orders and stops (and held partial fills) that cross fill now."""
         self._call("POST", "prices", {"prices": {k: _text(v) for k, v in prices.items()}})
 
     def fill_pending(self) -> None:

@@ -113,7 +113,7 @@ class Order:
     client_id: str
     symbol: str
     side: str                          # "buy" | "sell"
-    type: str                          # "market" | "limit"
+    type: str                          # "market" | "limit" | "stop" (a market order once triggered)
     qty: Decimal                       # base units
     price: Decimal | None              # limit price
     time_in_force: str
@@ -127,6 +127,9 @@ class Order:
     cum_fee: Decimal = ZERO
     fee_asset: str = ""
     hold: bool = False                 # partial_fill fault: the rest waits for the next match pass
+    stop_price: Decimal | None = None  # stop orders: the trigger
+    trigger_direction: str = ""        # stop orders: "fall" (price <= stop) or "rise" (price >= stop)
+    triggered: bool = False
     fills: list[Fill] = field(default_factory=list)
 
     @property
@@ -145,6 +148,8 @@ class Order:
         return {
             "id": self.id, "client_id": self.client_id, "symbol": self.symbol, "side": self.side,
             "type": self.type, "qty": plain(self.qty), "price": None if self.price is None else plain(self.price),
+            "stop_price": None if self.stop_price is None else plain(self.stop_price),
+            "triggered": self.triggered,
             "status": self.status, "executed": plain(self.executed), "cum_quote": plain(self.cum_quote),
             "created_ms": self.created_ms, "updated_ms": self.updated_ms,
             "fill_ids": [f.id for f in self.fills],
@@ -245,8 +250,10 @@ class Book:
     def place(
         self, *, symbol: str, side: str, type: str, qty: Decimal | None, quote_qty: Decimal | None,
         price: Decimal | None, client_id: str, time_in_force: str, partial_fraction: float | None = None,
-        force_duplicate: bool = False,
+        force_duplicate: bool = False, stop_price: Decimal | None = None, trigger_direction: str = "",
     ) -> Order:
+        """``type="stop"``: a market order that waits until the price reaches ``stop_price`` from
+        ``trigger_direction`` ("fall" or "rise"); one that would trigger at once is refused."""
         market = self.market(symbol)
         with self.lock:
             now = self.clock.now_ms()
@@ -257,7 +264,14 @@ class Book:
                     raise Reject("bad_param", "limit orders need price and quantity")
                 if price <= 0 or price % market.tick_size != 0:
                     raise Reject("price_filter", f"price {price} is not a multiple of {market.tick_size}")
-            exec_ref = market.price if type == "market" else price
+            if type == "stop":
+                if stop_price is None or qty is None or trigger_direction not in ("fall", "rise"):
+                    raise Reject("bad_param", "stop orders need a stop price, a direction and a quantity")
+                if stop_price <= 0 or stop_price % market.tick_size != 0:
+                    raise Reject("price_filter", f"stop price {stop_price} is not a multiple of {market.tick_size}")
+                if market.price <= stop_price if trigger_direction == "fall" else market.price >= stop_price:
+                    raise Reject("would_trigger", f"stop {stop_price}, last {market.price}")
+            exec_ref = {"market": market.price, "stop": stop_price}.get(type, price)
             assert exec_ref is not None
             if qty is None:
                 if quote_qty is None or quote_qty <= 0:
@@ -273,6 +287,8 @@ class Book:
                 qty=qty, price=price if type == "limit" else None, time_in_force=time_in_force,
                 created_ms=now, updated_ms=now, lock_price=exec_ref, quote_qty=quote_qty,
                 fee_asset=market.base if side == "buy" else market.quote,
+                stop_price=stop_price if type == "stop" else None,
+                trigger_direction=trigger_direction if type == "stop" else "",
             )
             self._next_order_id += 1
             self.orders[order.id] = order
@@ -351,6 +367,12 @@ class Book:
     def _crosses(order: Order, market: MarketSpec) -> bool:
         if order.type == "market":
             return True
+        if order.type == "stop":
+            assert order.stop_price is not None
+            if order.triggered:
+                return True
+            return (market.price <= order.stop_price if order.trigger_direction == "fall"
+                    else market.price >= order.stop_price)
         assert order.price is not None
         return market.price <= order.price if order.side == "buy" else market.price >= order.price
 
@@ -405,7 +427,11 @@ class Book:
             if not self._crosses(order, market):
                 continue
             held, order.hold = order.hold, False
-            if order.type == "market":
+            if order.type == "stop":
+                # Triggered: from now on a market order, filled at the price of the moment.
+                order.triggered = True
+                self._fill(order, market, order.remaining, market.price, is_maker=False, now=now)
+            elif order.type == "market":
                 self._fill(order, market, order.remaining, market.price, is_maker=False, now=now)
             else:
                 # A resting order trades at its own limit price; a held remainder of a crossing

@@ -83,6 +83,7 @@ class Order(models.Model):
     class Type(models.TextChoices):
         MARKET = "market"
         LIMIT = "limit"
+        STOP_MARKET = "stop_market"
 
     class Intent(models.TextChoices):
         ENTRY = "entry"
@@ -99,10 +100,11 @@ class Order(models.Model):
     strategy = models.CharField(max_length=32)
     symbol = models.CharField(max_length=32, db_index=True)
     side = models.CharField(max_length=4, choices=Side.choices)
-    type = models.CharField(max_length=8, choices=Type.choices)
+    type = models.CharField(max_length=16, choices=Type.choices)
     intent = models.CharField(max_length=16, choices=Intent.choices)
     quantity = models.DecimalField(**MONEY)
     price = models.DecimalField(**MONEY, null=True, blank=True)
+    stop_price = models.DecimalField(**MONEY, null=True, blank=True)      # trigger of a stop_market order
     status = models.CharField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.PENDING, db_index=True)
     filled_quantity = models.DecimalField(**MONEY, default=0)
     filled_quote = models.DecimalField(**MONEY, default=0)   # sum(price * qty) of fills
@@ -179,9 +181,10 @@ class PaperOrder(models.Model):
     client_order_id = models.CharField(max_length=36, unique=True)
     symbol = models.CharField(max_length=32, db_index=True)
     side = models.CharField(max_length=4)
-    type = models.CharField(max_length=8)
+    type = models.CharField(max_length=16)                    # OrderType values
     quantity = models.DecimalField(**MONEY)
     price = models.DecimalField(**MONEY, null=True, blank=True)
+    stop_price = models.DecimalField(**MONEY, null=True, blank=True)
     status = models.CharField(max_length=20, db_index=True)    # VenueOrderStatus values
     filled_quantity = models.DecimalField(**MONEY, default=0)
     filled_quote = models.DecimalField(**MONEY, default=0)

@@ -29,6 +29,12 @@ def limit(client_id: str, side: Side, qty: str, price: str, symbol: str = "BTC/U
                         quantity=D(qty), price=D(price))
 
 
+def stop(client_id: str, qty: str, stop_price: str, symbol: str = "BTC/USDT", side: Side = Side.SELL,
+         price: str | None = None) -> OrderRequest:
+    return OrderRequest(client_order_id=client_id, symbol=symbol, side=side, type=OrderType.STOP_MARKET,
+                        quantity=D(qty), stop_price=D(stop_price), price=None if price is None else D(price))
+
+
 def fetched(venue, client_id: str, symbol: str = "BTC/USDT") -> VenueOrder:
     order = venue.gateway.fetch_order(symbol, client_id)
     assert order is not None, f"venue has no order {client_id}"
@@ -152,6 +158,96 @@ def test_limit_order_rests_then_fills_when_price_crosses(venue):
     balances = gw.fetch_balances()
     assert balances["USDT"].locked == 0
     assert balances["USDT"].free == D("100000") - D("290")
+
+
+def test_stop_order_rests_with_the_quantity_reserved_then_sells_when_the_price_falls_to_it(venue):
+    gw = venue.gateway
+    gw.load_markets()
+
+    created = gw.create_order(stop("st-1", "0.1", "29000"))
+
+    assert created.status is VenueOrderStatus.OPEN
+    assert created.type is OrderType.STOP_MARKET and created.stop_price == D("29000")
+    resting = fetched(venue, "st-1")
+    assert resting.status is VenueOrderStatus.OPEN
+    assert (resting.type, resting.side, resting.quantity) == (OrderType.STOP_MARKET, Side.SELL, D("0.1"))
+    assert resting.stop_price == D("29000") and resting.price is None and resting.filled_quantity == 0
+    assert [o.client_order_id for o in gw.fetch_open_orders("BTC/USDT")] == ["st-1"]
+    assert gw.fetch_balances()["BTC"].locked == D("0.1")
+
+    venue.set_price("BTC/USDT", D("29000.01"))         # above the stop: nothing happens
+    assert fetched(venue, "st-1").status is VenueOrderStatus.OPEN
+    venue.set_price("BTC/USDT", D("28900"))            # through it: a market sell at the price of the moment
+
+    sold = fetched(venue, "st-1")
+    assert sold.status is VenueOrderStatus.FILLED
+    assert sold.type is OrderType.STOP_MARKET and sold.stop_price == D("29000")
+    assert sold.filled_quantity == D("0.1") and sold.average_price == D("28900")
+    assert gw.fetch_open_orders("BTC/USDT") == []
+    balances = gw.fetch_balances()
+    assert balances["BTC"].locked == 0 and balances["BTC"].free == D("0.9")
+    assert balances["USDT"].free == D("100000") + D("2890") * (1 - venue.fee_rate)
+    trades = [t for t in gw.fetch_my_trades("BTC/USDT") if t.venue_order_id == sold.venue_order_id]
+    assert [(t.side, t.quantity, t.price) for t in trades] == [(Side.SELL, D("0.1"), D("28900"))]
+
+
+def test_cancelling_a_stop_order_releases_what_it_reserved(venue):
+    gw = venue.gateway
+    gw.load_markets()
+    gw.create_order(stop("sc-1", "0.2", "25000"))
+
+    canceled = gw.cancel_order("BTC/USDT", "sc-1")
+
+    assert canceled.status is VenueOrderStatus.CANCELED and canceled.client_order_id == "sc-1"
+    after = fetched(venue, "sc-1")
+    assert after.status is VenueOrderStatus.CANCELED and after.type is OrderType.STOP_MARKET
+    assert gw.fetch_balances()["BTC"].locked == 0
+    venue.set_price("BTC/USDT", D("24000"))            # a canceled stop never fires
+    assert fetched(venue, "sc-1").filled_quantity == 0
+    with pytest.raises(OrderNotFoundError):
+        gw.cancel_order("BTC/USDT", "sc-1")
+
+
+@pytest.mark.parametrize(("case", "request_args"), [
+    ("at the market", ("sr-1", "0.1", "30000")),
+    ("above the market", ("sr-2", "0.1", "31000")),
+    ("a buy stop", ("sr-3", "0.1", "31000", "BTC/USDT", Side.BUY)),
+    ("off the tick", ("sr-4", "0.1", "29000.005")),
+    ("with a limit price", ("sr-5", "0.1", "29000", "BTC/USDT", Side.SELL, "28990")),
+    ("without a stop price", ("sr-6", "0.1", "0")),
+])
+def test_stop_orders_a_venue_cannot_keep_are_refused_and_nothing_is_placed(venue, case, request_args):
+    gw = venue.gateway
+    gw.load_markets()
+
+    with pytest.raises(RejectedError) as caught:
+        gw.create_order(stop(*request_args))
+
+    assert not isinstance(caught.value, InsufficientFundsError | DuplicateClientOrderIdError), case
+    assert venue.venue_order_count(request_args[0]) == 0
+    assert gw.fetch_balances()["BTC"].locked == 0
+
+
+def test_a_stop_for_more_than_is_held_is_refused_for_funds(venue):
+    gw = venue.gateway
+    gw.load_markets()
+
+    with pytest.raises(InsufficientFundsError):
+        gw.create_order(stop("sf-1", "2", "29000"))                # 1 BTC held
+
+    assert venue.venue_order_count("sf-1") == 0
+
+
+def test_a_market_order_with_a_stop_price_is_refused(venue):
+    gw = venue.gateway
+    gw.load_markets()
+    request = OrderRequest(client_order_id="sm-1", symbol="BTC/USDT", side=Side.SELL, type=OrderType.MARKET,
+                           quantity=D("0.1"), stop_price=D("29000"))
+
+    with pytest.raises(RejectedError):
+        gw.create_order(request)
+
+    assert venue.venue_order_count("sm-1") == 0
 
 
 def test_fetch_order_by_unknown_client_id_is_none(venue):

@@ -127,6 +127,26 @@ class TestBinanceWire:
         again = binance_signed(base, "DELETE", "/api/v3/order", {"symbol": "BTCUSDT", "origClientOrderId": "cid-9"})
         assert again.json()["code"] == -2011
 
+    def test_stop_loss_waits_untriggered_then_fills_and_refuses_one_that_would_fire_at_once(self, emulator,
+                                                                                          control):
+        base = emulator.base_url
+        order = {"symbol": "BTCUSDT", "side": "SELL", "type": "STOP_LOSS", "quantity": "0.1", "stopPrice": "29000",
+                 "newClientOrderId": "sl-1"}
+        created = binance_signed(base, "POST", "/api/v3/order", order, in_body=True).json()
+        assert (created["type"], created["status"], created["stopPrice"]) == ("STOP_LOSS", "NEW", "29000.00000000")
+        waiting = binance_signed(base, "GET", "/api/v3/order", {"symbol": "BTCUSDT", "origClientOrderId": "sl-1"})
+        assert waiting.json()["isWorking"] is False
+        control.set_price("BTC/USDT", Decimal("28800"))
+        fired = binance_signed(base, "GET", "/api/v3/order", {"symbol": "BTCUSDT", "origClientOrderId": "sl-1"})
+        assert (fired.json()["status"], fired.json()["executedQty"]) == ("FILLED", "0.10000000")
+        assert fired.json()["cummulativeQuoteQty"] == "2880.00000000"
+        at_once = binance_signed(base, "POST", "/api/v3/order", {**order, "newClientOrderId": "sl-2"}, in_body=True)
+        assert (at_once.status_code, at_once.json()) == (400, {"code": -2010,
+                                                               "msg": "Stop price would trigger immediately."})
+        no_stop = binance_signed(base, "POST", "/api/v3/order",
+                                 {**order, "stopPrice": "", "newClientOrderId": "sl-3"}, in_body=True)
+        assert no_stop.json()["code"] == -1102
+
     def test_weight_header_and_budget(self, emulator, control):
         base = emulator.base_url
         first = requests.get(base + "/api/v3/exchangeInfo", timeout=5)
@@ -180,6 +200,33 @@ class TestBybitWire:
                                {"category": "spot", "symbol": "BTCUSDT", "orderLinkId": "by-1"}).json()
         assert history["result"]["list"][0]["orderStatus"] == "Cancelled"
         assert history["result"]["nextPageCursor"] == ""
+
+    def test_conditional_order_is_found_only_by_a_cancel_that_names_it(self, emulator, control):
+        base = emulator.base_url
+        order = {"category": "spot", "symbol": "BTCUSDT", "side": "Sell", "orderType": "Market", "qty": "0.1",
+                 "marketUnit": "baseCoin", "orderFilter": "StopOrder", "triggerPrice": "29000", "orderLinkId": "cs-1"}
+        assert bybit_signed(base, "POST", "/v5/order/create", order).json()["retCode"] == 0
+        listed = bybit_signed(base, "GET", "/v5/order/realtime", {"category": "spot", "symbol": "BTCUSDT"}).json()
+        row = listed["result"]["list"][0]
+        assert (row["orderLinkId"], row["orderStatus"], row["stopOrderType"]) == ("cs-1", "Untriggered", "Stop")
+        assert (row["triggerPrice"], row["triggerDirection"]) == ("29000", 2)      # below the market: "fall"
+        only_active = bybit_signed(base, "GET", "/v5/order/realtime",
+                                   {"category": "spot", "symbol": "BTCUSDT", "orderFilter": "Order"}).json()
+        assert only_active["result"]["list"] == []
+        cancel = {"category": "spot", "symbol": "BTCUSDT", "orderLinkId": "cs-1"}
+        assert bybit_signed(base, "POST", "/v5/order/cancel", cancel).json()["retCode"] == 170213
+        named = bybit_signed(base, "POST", "/v5/order/cancel", {**cancel, "orderFilter": "StopOrder"}).json()
+        assert named["retCode"] == 0
+        assert control.balances()["BTC"]["locked"] == Decimal("0")
+
+    def test_conditional_order_fires_when_the_price_reaches_it(self, emulator, control):
+        order = {"category": "spot", "symbol": "BTCUSDT", "side": "Sell", "orderType": "Market", "qty": "0.1",
+                 "orderFilter": "StopOrder", "triggerPrice": "29000", "orderLinkId": "cs-2"}
+        assert bybit_signed(emulator.base_url, "POST", "/v5/order/create", order).json()["retCode"] == 0
+        control.set_price("BTC/USDT", Decimal("28700"))
+        row = bybit_signed(emulator.base_url, "GET", "/v5/order/realtime",
+                           {"category": "spot", "symbol": "BTCUSDT", "orderLinkId": "cs-2"}).json()["result"]["list"][0]
+        assert (row["orderStatus"], row["cumExecQty"], row["avgPrice"]) == ("Filled", "0.1", "28700")
 
     def test_market_buy_without_market_unit_is_quote_quantity(self, emulator, control):
         order = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Market", "qty": "300",

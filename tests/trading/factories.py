@@ -9,12 +9,12 @@ from trading.services.lifecycle import NewOrder, order_create
 
 def new_order(*, venue: str = "paper", symbol: str = "BTC/USDT", side: str = "buy", quantity: str = "0.01",
               tick: str = "20261124T1415", intent: str = "entry", type: str = "market",
-              price: str | None = None) -> NewOrder:
+              price: str | None = None, stop_price: str | None = None) -> NewOrder:
     return NewOrder(
         client_order_id=make_client_order_id(strategy="blite", symbol=symbol, tick_id=tick, intent=intent),
         venue=venue, strategy="blite", symbol=symbol, side=side, type=type, intent=intent,
         quantity=Decimal(quantity), price=Decimal(price) if price else None, tick_id=tick, trace_id=f"trace-{tick}",
-        reason_code="ENTRY_SIGNAL")
+        reason_code="ENTRY_SIGNAL", stop_price=Decimal(stop_price) if stop_price else None)
 
 
 def create(**kwargs):

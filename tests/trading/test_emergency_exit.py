@@ -65,6 +65,24 @@ def test_emergency_exit_halts_cancels_flattens_and_reports(venue, book):
     assert Order.objects.filter(intent="emergency_exit").count() == 1
 
 
+def test_a_resting_stop_is_canceled_first_so_the_position_it_reserves_can_be_sold(venue, redis_client):
+    entry = order_submit(order_id=create(venue=venue.name, quantity="0.01", tick="s1").pk, gateway=venue.gateway)
+    stop, _ = lifecycle.order_create(new=new_order(venue=venue.name, side="sell", type="stop_market",
+                                                   intent="stop_loss", quantity="0.0099", tick="s1",
+                                                   stop_price="25000.00"), enqueue=False)
+    stop = order_submit(order_id=stop.pk, gateway=venue.gateway)
+    assert (entry.status, stop.status) == (OrderStatus.FILLED, OrderStatus.ACCEPTED)
+
+    report = emergency_exit(**WHO, flatten_all=False, trace_id="trace-emx-s", gateway=venue.gateway)
+
+    stop.refresh_from_db()
+    assert stop.status == OrderStatus.CANCELED and report.canceled_orders == [stop.client_order_id]
+    assert len(report.exit_orders) == 1 and report.unresolved_orders == [] and report.errors == []
+    assert Order.objects.get(client_order_id=report.exit_orders[0]).status == OrderStatus.FILLED
+    assert abs(expected_holdings(venue.name).get("BTC", Decimal(0))) < Decimal("0.0001")
+    assert venue.gateway.fetch_open_orders("BTC/USDT") == []
+
+
 def test_flatten_all_also_sells_holdings_the_system_did_not_open(emulated, redis_client):
     # The emulator account starts with BTC, ETH and SOL of its own.
     before = {a: b.total for a, b in emulated.gateway.fetch_balances().items()}

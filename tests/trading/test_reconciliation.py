@@ -99,6 +99,45 @@ def test_our_order_missing_from_the_db_is_imported(venue):
     converge(venue)
 
 
+def test_a_protective_stop_rests_on_the_venue_and_its_fill_is_learned(venue):
+    entry = order_submit(order_id=create(venue=venue.name, quantity="0.01", tick="stop-entry").pk,
+                         gateway=venue.gateway)
+    assert entry.status == OrderStatus.FILLED
+    stop, _ = lifecycle.order_create(new=new_order(venue=venue.name, side="sell", type="stop_market",
+                                                   intent="stop_loss", quantity="0.009", tick="stop",
+                                                   stop_price="27000.00"), enqueue=False)
+
+    stop = order_submit(order_id=stop.pk, gateway=venue.gateway)
+
+    assert stop.status == OrderStatus.ACCEPTED and stop.venue_order_id
+    assert OrderEvent.objects.get(order=stop, event_type="CREATED").payload["stop_price"] == "27000.00"
+    converge(venue)                                       # a resting stop is a settled book
+    venue.set_price("BTC/USDT", Decimal("26500"))         # the market falls through the stop
+
+    reconcile(gateway=venue.gateway, symbols=SYMBOLS)
+
+    stop.refresh_from_db()
+    assert stop.status == OrderStatus.FILLED
+    assert (stop.filled_quantity, stop.average_price) == (Decimal("0.009"), Decimal("26500"))
+    assert venue.orders_with_client_id(stop.client_order_id) == 1
+    converge(venue)
+
+
+def test_our_stop_missing_from_the_db_is_imported_as_a_stop(venue):
+    venue.gateway.create_order(OrderRequest(client_order_id="bought-by-hand-1", symbol="BTC/USDT", side=Side.BUY,
+                                            type=OrderType.MARKET, quantity=Decimal("0.01")))
+    cid = make_client_order_id(strategy="blite", symbol="BTC/USDT", tick_id="lost", intent="stop_loss")
+    venue.gateway.create_order(OrderRequest(client_order_id=cid, symbol="BTC/USDT", side=Side.SELL,
+                                            type=OrderType.STOP_MARKET, quantity=Decimal("0.005"),
+                                            stop_price=Decimal("25000")))
+
+    reconcile(gateway=venue.gateway, symbols=SYMBOLS)
+
+    imported = Order.objects.get(client_order_id=cid)
+    assert (imported.type, imported.stop_price, imported.status) == ("stop_market", Decimal("25000"), "accepted")
+    converge(venue)
+
+
 def test_a_venue_side_cancel_is_learned(venue):
     order, _ = lifecycle.order_create(new=new_order(venue=venue.name, type="limit", price="1000.00",
                                                     quantity="0.01", tick="cancel"), enqueue=False)

@@ -97,6 +97,23 @@ def test_unknown_outcome_is_resolved_by_asking_never_by_blind_resend(emulated, f
     assert order.submit_attempts == (1 if fault.get("process") or fault["action"] != "http_status" else 2)
 
 
+def test_a_stop_order_whose_send_was_dropped_is_found_resting_not_sent_again(emulated):
+    path = "/api/v3/order" if emulated.name == "binance" else "/v5/order/create"
+    emulated.add_fault(method="POST", path=path, times=1, action="accept_then_drop")
+    order = create(venue=emulated.name, side="sell", type="stop_market", intent="stop_loss", quantity="0.01",
+                   stop_price="25000.00")
+
+    order = order_submit(order_id=order.pk, gateway=emulated.gateway)
+    assert order.status == OrderStatus.SUBMIT_UNKNOWN
+    outcome = order_resolve(order_id=order.pk, gateway=emulated.gateway, grace=NO_GRACE)
+
+    order.refresh_from_db()
+    assert (outcome.resent, order.status, order.submit_attempts) == (False, OrderStatus.ACCEPTED, 1)
+    assert emulated.orders_with_client_id(order.client_order_id) == 1
+    resting = emulated.gateway.fetch_order(order.symbol, order.client_order_id)
+    assert resting is not None and resting.stop_price == Decimal("25000")
+
+
 def test_a_send_that_never_lands_is_retried_a_bounded_number_of_times_then_alerted(emulated):
     path = "/api/v3/order" if emulated.name == "binance" else "/v5/order/create"
     emulated.add_fault(method="POST", path=path, action="http_status", status=503)   # every time

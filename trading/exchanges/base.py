@@ -22,6 +22,12 @@ class Side(StrEnum):
 class OrderType(StrEnum):
     MARKET = "market"
     LIMIT = "limit"
+    # A protective sell: rests on the venue with the base quantity reserved and becomes a market
+    # sell when the last price falls to ``stop_price`` (Binance STOP_LOSS, Bybit spot conditional
+    # market order, the paper venue's own). Sell-only: this is a long-only spot system, and a
+    # stop above the market would trigger at once (Binance refuses it; Bybit would read it as a
+    # rising trigger), so every gateway refuses both the same way.
+    STOP_MARKET = "stop_market"
 
 
 class VenueOrderStatus(StrEnum):
@@ -86,7 +92,8 @@ class OrderRequest:
     side: Side
     type: OrderType
     quantity: Decimal                  # always in base units
-    price: Decimal | None = None       # limit price; None for market orders
+    price: Decimal | None = None       # limit price; None for market and stop orders
+    stop_price: Decimal | None = None  # trigger price of a STOP_MARKET order; None otherwise
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ class VenueOrder:
     price: Decimal | None
     updated_at_ms: int
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    stop_price: Decimal | None = None  # a STOP_MARKET order's trigger price
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,21 @@ class VenueTrade:
     fee_asset: str | None
     timestamp_ms: int
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def stop_order_problem(request: OrderRequest, tick_size: Decimal) -> str | None:
+    """Why the stop part of ``request`` cannot be sent, or None. Every gateway asks this before
+    sending, so the three venues refuse the same requests with the same words."""
+    if request.type is not OrderType.STOP_MARKET:
+        return "only a stop order takes a stop price" if request.stop_price is not None else None
+    if request.side is not Side.SELL:
+        return "stop orders are sell-only (protective stops on spot holdings)"
+    if request.price is not None:
+        return "a stop-market order takes no limit price"
+    stop = request.stop_price
+    if stop is None or stop <= 0 or stop % tick_size != 0:
+        return f"stop price {stop} is not a positive multiple of the tick {tick_size}"
+    return None
 
 
 class ExchangeGateway(abc.ABC):

@@ -39,6 +39,9 @@ _STATUS = {
     "EXPIRED": VenueOrderStatus.EXPIRED,
     "EXPIRED_IN_MATCH": VenueOrderStatus.EXPIRED,
 }
+# Binance order types as we see them; anything else (STOP_LOSS_LIMIT, TAKE_PROFIT...) carries a
+# limit price and was not placed by us.
+_TYPES = {"MARKET": OrderType.MARKET, "STOP_LOSS": OrderType.STOP_MARKET}
 _MAX_KLINES = 1000
 _MAX_TRADES = 1000
 
@@ -145,9 +148,15 @@ class BinanceGateway(CcxtGateway):
     def create_order(self, request: OrderRequest) -> VenueOrder:
         self._check_order_request(request)
         price = str(request.price) if request.type is OrderType.LIMIT else None
+        ccxt_type = request.type.value
+        params = {"newClientOrderId": request.client_order_id}
+        if request.type is OrderType.STOP_MARKET:
+            # ccxt sends a spot market order with a stop price as type=STOP_LOSS&stopPrice=...
+            # (and refuses it before sending if the symbol's orderTypes do not list STOP_LOSS).
+            ccxt_type = "market"
+            params["stopPrice"] = str(request.stop_price)
         self._call("create_order", lambda: self._ex.create_order(
-            request.symbol, request.type.value, request.side.value, str(request.quantity), price,
-            {"newClientOrderId": request.client_order_id},
+            request.symbol, ccxt_type, request.side.value, str(request.quantity), price, params,
         ), write=True)
         raw = self._json_or_unknown("create_order", write=True)
         if not isinstance(raw, dict) or "orderId" not in raw:
@@ -204,7 +213,7 @@ class BinanceGateway(CcxtGateway):
         status = _STATUS.get(str(raw.get("status")), VenueOrderStatus.OPEN)
         if status is VenueOrderStatus.OPEN and filled > 0:
             status = VenueOrderStatus.PARTIALLY_FILLED
-        order_type = "market" if raw.get("type") == "MARKET" else "limit"
+        order_type = _TYPES.get(str(raw.get("type")), OrderType.LIMIT)
         return self._order(
             # In a cancel answer clientOrderId is the cancel's own id; ours is origClientOrderId.
             client_order_id=raw.get("origClientOrderId") or raw.get("clientOrderId"),
@@ -212,8 +221,9 @@ class BinanceGateway(CcxtGateway):
             side=str(raw.get("side", "buy")), order_type=order_type, status=status,
             quantity=to_decimal(raw.get("origQty")) or Decimal(0), filled=filled,
             average=(quote / filled) if filled > 0 else None,
-            price=positive_or_none(raw.get("price")) if order_type == "limit" else None,
+            price=positive_or_none(raw.get("price")) if order_type is OrderType.LIMIT else None,
             updated_at_ms=raw.get("updateTime") or raw.get("transactTime") or raw.get("time")
             or int(time.time() * 1000),
             raw=raw,
+            stop_price=positive_or_none(raw.get("stopPrice")) if order_type is OrderType.STOP_MARKET else None,
         )

@@ -27,7 +27,7 @@ from trading.exchanges.ccxt_gateway import (
     positive_or_none,
     to_decimal,
 )
-from trading.exchanges.errors import OutcomeUnknownError, TransientError
+from trading.exchanges.errors import OrderNotFoundError, OutcomeUnknownError, RejectedError, TransientError
 
 _STATUS = {
     "New": VenueOrderStatus.OPEN,
@@ -178,9 +178,16 @@ class BybitGateway(CcxtGateway):
         self._check_order_request(request)
         # price=None keeps a market order in base units (ccxt sends marketUnit=baseCoin).
         price = str(request.price) if request.type is OrderType.LIMIT else None
+        ccxt_type = request.type.value
+        params = {"orderLinkId": request.client_order_id}
+        if request.type is OrderType.STOP_MARKET:
+            self._refuse_stop_at_or_above_market(request)
+            # ccxt sends a spot market order with a trigger price as a conditional order
+            # (orderFilter=StopOrder&triggerPrice=...); Bybit picks its direction itself.
+            ccxt_type = "market"
+            params["triggerPrice"] = str(request.stop_price)
         self._call("create_order", lambda: self._ex.create_order(
-            request.symbol, request.type.value, request.side.value, str(request.quantity), price,
-            {"orderLinkId": request.client_order_id},
+            request.symbol, ccxt_type, request.side.value, str(request.quantity), price, params,
         ), write=True)
         result = self._result("create_order", write=True)
         if not result.get("orderId"):
@@ -189,10 +196,19 @@ class BybitGateway(CcxtGateway):
         return self._order(
             client_order_id=result.get("orderLinkId") or request.client_order_id,
             venue_order_id=result["orderId"], symbol=request.symbol, side=request.side.value,
-            order_type=request.type.value, status=VenueOrderStatus.OPEN, quantity=request.quantity,
+            order_type=request.type, status=VenueOrderStatus.OPEN, quantity=request.quantity,
             filled=Decimal(0), average=None, price=request.price, updated_at_ms=int(time.time() * 1000),
-            raw=result,
+            raw=result, stop_price=request.stop_price,
         )
+
+    def _refuse_stop_at_or_above_market(self, request: OrderRequest) -> None:
+        """Binance refuses a sell stop that would trigger at once; Bybit would instead read a
+        trigger above the market as "when the price rises to" — a different order. Refuse it
+        here, as Binance and the paper venue do. One extra read; stops are not latency-bound."""
+        last = self.fetch_ticker(request.symbol).last
+        if request.stop_price is not None and last <= request.stop_price:
+            raise RejectedError(f"Stop price would trigger immediately: stop {request.stop_price}, last {last}",
+                                venue=self.name, code="would_trigger")
 
     def fetch_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         # Open orders are in "realtime", finished ones in "history". Orders only move from open to
@@ -209,7 +225,13 @@ class BybitGateway(CcxtGateway):
 
     def cancel_order(self, symbol: str, client_order_id: str) -> VenueOrder:
         params = {"category": "spot", "symbol": self._venue_symbol(symbol), "orderLinkId": client_order_id}
-        self._call("cancel_order", lambda: self._ex.privatePostV5OrderCancel(params), write=True)
+        try:
+            self._call("cancel_order", lambda: self._ex.privatePostV5OrderCancel(params), write=True)
+        except OrderNotFoundError:
+            # Spot conditional (stop) orders are only found by a cancel that says so; Bybit
+            # answered "no such order" definitely, so asking again cannot cancel twice.
+            stop_params = {**params, "orderFilter": "StopOrder"}
+            self._call("cancel_order", lambda: self._ex.privatePostV5OrderCancel(stop_params), write=True)
         result = self._result("cancel_order", write=True)
         if not result.get("orderId"):
             raise OutcomeUnknownError(f"cancel_order: answer without orderId: {str(result)[:200]}", venue=self.name)
@@ -222,7 +244,7 @@ class BybitGateway(CcxtGateway):
             return order
         return self._order(
             client_order_id=client_order_id, venue_order_id=result.get("orderId", ""), symbol=symbol,
-            side="buy", order_type="limit", status=VenueOrderStatus.CANCELED, quantity=Decimal(0),
+            side="buy", order_type=OrderType.LIMIT, status=VenueOrderStatus.CANCELED, quantity=Decimal(0),
             filled=Decimal(0), average=None, price=None, updated_at_ms=int(time.time() * 1000),
             raw={**result, "ack_only": True},
         )
@@ -275,7 +297,11 @@ class BybitGateway(CcxtGateway):
     def _parse_order(self, raw: dict[str, Any]) -> VenueOrder:
         filled = to_decimal(raw.get("cumExecQty")) or Decimal(0)
         status = _STATUS.get(str(raw.get("orderStatus")), VenueOrderStatus.OPEN)
-        order_type = "market" if raw.get("orderType") == "Market" else "limit"
+        stop_price = positive_or_none(raw.get("triggerPrice"))
+        if raw.get("orderType") == "Market":
+            order_type = OrderType.STOP_MARKET if stop_price is not None else OrderType.MARKET
+        else:
+            order_type = OrderType.LIMIT
         quantity = to_decimal(raw.get("qty")) or Decimal(0)
         if raw.get("marketUnit") == "quoteCoin":
             quantity = filled            # qty was in quote units; not one of ours (we send base units)
@@ -286,7 +312,8 @@ class BybitGateway(CcxtGateway):
             client_order_id=raw.get("orderLinkId"), venue_order_id=raw["orderId"],
             symbol=self._unified(raw.get("symbol", "")), side=str(raw.get("side", "Buy")), order_type=order_type,
             status=status, quantity=quantity, filled=filled, average=average,
-            price=positive_or_none(raw.get("price")) if order_type == "limit" else None,
+            price=positive_or_none(raw.get("price")) if order_type is OrderType.LIMIT else None,
             updated_at_ms=raw.get("updatedTime") or raw.get("createdTime") or int(time.time() * 1000), raw=raw,
+            stop_price=stop_price if order_type is OrderType.STOP_MARKET else None,
         )
 

@@ -47,6 +47,7 @@ from trading.exchanges.base import (
     VenueOrder,
     VenueOrderStatus,
     VenueTrade,
+    stop_order_problem,
 )
 from trading.exchanges.errors import (
     AuthError,
@@ -419,14 +420,17 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
         if request.quantity <= 0 or request.quantity % rule.lot_step != 0:
             raise RejectedError(f"quantity {request.quantity} is not a positive multiple of the lot step "
                                 f"{rule.lot_step}", venue=self.name, code="lot_step")
+        problem = stop_order_problem(request, rule.tick_size)
+        if problem:
+            raise RejectedError(problem, venue=self.name, code="stop_price")
         if request.type is OrderType.LIMIT:
             if request.price is None or request.price <= 0 or request.price % rule.tick_size != 0:
                 raise RejectedError(f"limit price {request.price} is not a positive multiple of the tick "
                                     f"{rule.tick_size}", venue=self.name, code="tick_size")
         elif request.price is not None:
             # A price on a market order turns it into a quote-quantity order in ccxt (both venues).
-            raise RejectedError("market orders take no price (quantity is in base units)", venue=self.name,
-                                code="market_price")
+            raise RejectedError(f"{request.type.value} orders take no price (quantity is in base units)",
+                                venue=self.name, code="market_price")
         return rule
 
     # ------------------------------------------------------------------ candles
@@ -451,16 +455,15 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
     # ------------------------------------------------------------------ shared shapes
     @staticmethod
     def _order(
-        *, client_order_id: str | None, venue_order_id: Any, symbol: str, side: str, order_type: str,
+        *, client_order_id: str | None, venue_order_id: Any, symbol: str, side: str, order_type: OrderType,
         status: VenueOrderStatus, quantity: Decimal, filled: Decimal, average: Decimal | None,
-        price: Decimal | None, updated_at_ms: Any, raw: dict[str, Any],
+        price: Decimal | None, updated_at_ms: Any, raw: dict[str, Any], stop_price: Decimal | None = None,
     ) -> VenueOrder:
         return VenueOrder(
             client_order_id=client_order_id or None, venue_order_id=str(venue_order_id), symbol=symbol,
-            side=Side(side.lower()),
-            type=OrderType.MARKET if order_type.lower() == "market" else OrderType.LIMIT,
-            status=status, quantity=quantity, filled_quantity=filled, average_price=average,
-            price=price, updated_at_ms=int(updated_at_ms or 0), raw=raw,
+            side=Side(side.lower()), type=order_type, status=status, quantity=quantity, filled_quantity=filled,
+            average_price=average, price=price, updated_at_ms=int(updated_at_ms or 0), raw=raw,
+            stop_price=stop_price,
         )
 
     @staticmethod

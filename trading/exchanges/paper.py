@@ -8,8 +8,10 @@ Balances, orders and fills survive restarts.
 
 Prices come from a market-data source (``trading.marketdata``): the seeded synthetic market
 by default, a replay file, or live public data. Market orders fill at once at the source
-price with slippage; limit orders rest and fill when the price crosses them (matched lazily
-whenever the venue is asked about that symbol, and on every ticker sync).
+price with slippage; limit orders rest and fill when the price crosses them; stop orders rest
+with their quantity reserved and, once the price falls to the stop, fill like a market sell.
+Resting orders are matched lazily, at the price of the moment, whenever the venue is asked about
+that symbol and on every ticker sync: a dip that recovers between two looks goes unseen.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from trading.exchanges.base import (
     VenueOrder,
     VenueOrderStatus,
     VenueTrade,
+    stop_order_problem,
 )
 from trading.exchanges.errors import (
     DuplicateClientOrderIdError,
@@ -46,6 +49,7 @@ from trading.models import PaperBalance, PaperOrder, PaperTrade
 VENUE = "paper"
 MIN_NOTIONAL = Decimal("5")
 _OPEN = (VenueOrderStatus.OPEN, VenueOrderStatus.PARTIALLY_FILLED)
+_RESTING_TYPES = (OrderType.LIMIT, OrderType.STOP_MARKET)
 
 
 def rules_for(symbol: str, reference_price: Decimal, tick_size: Decimal | None = None) -> MarketRules:
@@ -144,7 +148,15 @@ class PaperGateway(ExchangeGateway):
             if request.price is None or request.price <= 0 or request.price % rules.tick_size != 0:
                 raise RejectedError(f"price {request.price} breaks tick size {rules.tick_size}", venue=VENUE,
                                     code="PRICE_FILTER")
-        reference = request.price or self.source.price_at(request.symbol, self.clock())
+        problem = stop_order_problem(request, rules.tick_size)
+        if problem:
+            raise RejectedError(problem, venue=VENUE, code="STOP_PRICE")
+        current = self.source.price_at(request.symbol, self.clock())
+        if request.type == OrderType.STOP_MARKET and current <= request.stop_price:
+            # As Binance: a sell stop at or above the market would be a market sell in disguise.
+            raise RejectedError(f"Stop price would trigger immediately: stop {request.stop_price}, last {current}",
+                                venue=VENUE, code="WOULD_TRIGGER_IMMEDIATELY")
+        reference = request.price or request.stop_price or current
         if qty * reference < rules.min_notional:
             raise RejectedError(f"notional {qty * reference} below {rules.min_notional}", venue=VENUE,
                                 code="MIN_NOTIONAL")
@@ -160,7 +172,7 @@ class PaperGateway(ExchangeGateway):
                 quantity=qty, status=VenueOrderStatus.OPEN)
             self._fill(order, fill_price, base, quote, from_locked=False)
             return order
-        # Limit: reserve what the order may consume, then let the matcher fill it.
+        # Limit and stop: reserve what the order may consume, then let the matcher fill it.
         if request.side == Side.BUY:
             need = qty * request.price
             self._require(quote, need)
@@ -174,10 +186,12 @@ class PaperGateway(ExchangeGateway):
         PaperBalance.objects.bulk_update([base, quote], ["free", "locked"])
         order = PaperOrder.objects.create(
             client_order_id=request.client_order_id, symbol=request.symbol, side=request.side, type=request.type,
-            quantity=qty, price=request.price, status=VenueOrderStatus.OPEN, locked_amount=need)
-        # Marketable on arrival: it takes liquidity at the current price (never worse than its limit).
+            quantity=qty, price=request.price, stop_price=request.stop_price, status=VenueOrderStatus.OPEN,
+            locked_amount=need)
+        # A marketable limit takes liquidity at the current price (never worse than its limit);
+        # a stop cannot be triggered on arrival (refused above).
         price = self.source.price_at(request.symbol, self.clock())
-        if self._crosses(order, price):
+        if request.type == OrderType.LIMIT and self._crosses(order, price):
             self._fill(order, price, base, quote, from_locked=True)
         return order
 
@@ -233,26 +247,33 @@ class PaperGateway(ExchangeGateway):
     def _crosses(order: PaperOrder, price: Decimal) -> bool:
         return price <= order.price if order.side == Side.BUY else price >= order.price
 
-    def _match_one(self, order: PaperOrder, price: Decimal, base: PaperBalance, quote: PaperBalance) -> bool:
-        """A resting order the market trades through fills at its own limit price, as a maker."""
+    def _match_one(self, order: PaperOrder, price: Decimal, rules: MarketRules, base: PaperBalance,
+                   quote: PaperBalance) -> bool:
+        """A resting limit order the market trades through fills at its own limit price, as a maker.
+        A triggered stop becomes a market sell: the current price less slippage, as a taker."""
+        if order.type == OrderType.STOP_MARKET:
+            if price > order.stop_price:
+                return False
+            self._fill(order, self._market_fill_price(order.symbol, Side.SELL, rules), base, quote, from_locked=True)
+            return True
         if self._crosses(order, price):
             self._fill(order, order.price, base, quote, from_locked=True)
             return True
         return False
 
     def match_resting_orders(self, symbols: Iterable[str]) -> int:
-        """Fill resting limit orders the current price crosses. Returns how many filled."""
+        """Fill resting limit orders the current price crosses and stops it reaches. Returns how many filled."""
         filled = 0
         for symbol in symbols:
             with transaction.atomic():
                 resting = list(PaperOrder.objects.select_for_update(skip_locked=True)
-                               .filter(symbol=symbol, status__in=_OPEN, type=OrderType.LIMIT).order_by("id"))
+                               .filter(symbol=symbol, status__in=_OPEN, type__in=_RESTING_TYPES).order_by("id"))
                 if not resting:
                     continue
                 rules = self.rules(symbol)
                 balances = self._locked_balances(rules.base, rules.quote)
                 price = self.source.price_at(symbol, self.clock())
-                filled += sum(self._match_one(o, price, balances[rules.base], balances[rules.quote])
+                filled += sum(self._match_one(o, price, rules, balances[rules.base], balances[rules.quote])
                               for o in resting)
         return filled
 
@@ -302,6 +323,6 @@ class PaperGateway(ExchangeGateway):
             client_order_id=order.client_order_id, venue_order_id=f"P{order.pk}", symbol=order.symbol,
             side=Side(order.side), type=OrderType(order.type), status=VenueOrderStatus(order.status),
             quantity=order.quantity, filled_quantity=order.filled_quantity, average_price=average, price=order.price,
-            updated_at_ms=int(order.updated_at.timestamp() * 1000),
+            stop_price=order.stop_price, updated_at_ms=int(order.updated_at.timestamp() * 1000),
             raw={"paper_order_id": order.pk, "status": order.status},
         )

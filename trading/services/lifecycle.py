@@ -89,6 +89,7 @@ class NewOrder:
     price: Decimal | None = None
     tick_id: str = ""
     reason_code: str = ""
+    stop_price: Decimal | None = None     # stop_market orders only
 
 
 def _locked(order_id: int) -> Order:
@@ -137,13 +138,15 @@ def order_create(
                 order = Order.objects.create(
                     client_order_id=new.client_order_id, venue=new.venue, strategy=new.strategy, symbol=new.symbol,
                     side=new.side, type=new.type, intent=new.intent, quantity=new.quantity, price=new.price,
-                    tick_id=new.tick_id, trace_id=new.trace_id, reason_code=new.reason_code,
+                    stop_price=new.stop_price, tick_id=new.tick_id, trace_id=new.trace_id,
+                    reason_code=new.reason_code,
                 )
         except IntegrityError:
             return Order.objects.get(client_order_id=new.client_order_id), False
         _append(order, event_type=EventType.CREATED, source=source, trace_id=new.trace_id,
                 reason_code=new.reason_code, payload={"quantity": new.quantity, "price": new.price,
-                                                      "side": new.side, "type": new.type, "intent": new.intent})
+                                                      "stop_price": new.stop_price, "side": new.side,
+                                                      "type": new.type, "intent": new.intent})
         if enqueue:
             from trading.tasks import submit_order
 

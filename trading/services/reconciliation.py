@@ -257,7 +257,8 @@ def _import(venue_order: VenueOrder, *, venue: str, report: ReconcileReport) -> 
         order, created = lifecycle.order_create(new=lifecycle.NewOrder(
             client_order_id=cid, venue=venue, strategy=strategy[:32], symbol=venue_order.symbol,
             side=venue_order.side, type=venue_order.type, intent=Order.Intent.IMPORTED,
-            quantity=venue_order.quantity, price=venue_order.price, trace_id=trace_id,
+            quantity=venue_order.quantity, price=venue_order.price, stop_price=venue_order.stop_price,
+            trace_id=trace_id,
             reason_code="IMPORTED_FROM_VENUE"), source=SOURCE, enqueue=False)
         if created:
             lifecycle.order_mark_imported(order_id=order.pk, venue_order=venue_order)

@@ -52,7 +52,8 @@ class ResolveOutcome:
 
 def _request(order: Order) -> OrderRequest:
     return OrderRequest(client_order_id=order.client_order_id, symbol=order.symbol, side=Side(order.side),
-                        type=OrderType(order.type), quantity=order.quantity, price=order.price)
+                        type=OrderType(order.type), quantity=order.quantity, price=order.price,
+                        stop_price=order.stop_price)
 
 
 def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attempts: int | None = None) -> Order:
