@@ -151,12 +151,14 @@ class PaperGateway(ExchangeGateway):
         problem = stop_order_problem(request, rules.tick_size)
         if problem:
             raise RejectedError(problem, venue=VENUE, code="STOP_PRICE")
-        current = self.source.price_at(request.symbol, self.clock())
-        if request.type == OrderType.STOP_MARKET and current <= request.stop_price:
-            # As Binance: a sell stop at or above the market would be a market sell in disguise.
-            raise RejectedError(f"Stop price would trigger immediately: stop {request.stop_price}, last {current}",
-                                venue=VENUE, code="WOULD_TRIGGER_IMMEDIATELY")
-        reference = request.price or request.stop_price or current
+        if request.type == OrderType.STOP_MARKET:
+            current = self.source.price_at(request.symbol, self.clock())
+            if current <= request.stop_price:
+                # As Binance: a sell stop at or above the market would be a market sell in disguise.
+                raise RejectedError(f"Stop price would trigger immediately: stop {request.stop_price}, "
+                                    f"last {current}", venue=VENUE, code="WOULD_TRIGGER_IMMEDIATELY")
+        # The price source may be a live venue: read it only when the request carries no price.
+        reference = request.price or request.stop_price or self.source.price_at(request.symbol, self.clock())
         if qty * reference < rules.min_notional:
             raise RejectedError(f"notional {qty * reference} below {rules.min_notional}", venue=VENUE,
                                 code="MIN_NOTIONAL")
