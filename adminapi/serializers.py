@@ -142,9 +142,20 @@ class UpdateConfigResponseSerializer(serializers.Serializer):
 class EmergencyExitResponseSerializer(serializers.Serializer):
     canceled_orders = serializers.ListField(child=serializers.CharField())
     exit_orders = serializers.ListField(child=serializers.CharField())
-    remaining = serializers.DictField(child=serializers.CharField(), help_text="asset -> quantity still held")
-    already_flat = serializers.BooleanField()
+    remaining = serializers.DictField(child=serializers.CharField(),
+                                      help_text="asset -> quantity still held above dust, read back from the venue")
+    unresolved_orders = serializers.ListField(child=serializers.CharField(),
+                                              help_text="orders of ours whose outcome is still unknown or in flight")
+    errors = serializers.ListField(child=serializers.CharField())
+    flat = serializers.BooleanField(help_text="read back: nothing above dust, nothing in flight, no error")
+    already_flat = serializers.BooleanField(help_text="flat, and this call had nothing to cancel or sell")
     trace_id = serializers.CharField()
+
+
+class EmergencyExitRunningSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="running")
+    trace_id = serializers.CharField()
+    report_url = serializers.CharField(help_text="GET it for the report once the exit has finished")
 
 
 class LastDecisionSerializer(serializers.Serializer):

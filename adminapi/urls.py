@@ -11,6 +11,7 @@ urlpatterns = [
     path("halt", views.HaltView.as_view(), name="admin-halt"),
     path("resume", views.ResumeView.as_view(), name="admin-resume"),
     path("emergency_exit", views.EmergencyExitView.as_view(), name="admin-emergency-exit"),
+    path("emergency_exit/<str:trace_id>", views.EmergencyExitReportView.as_view(), name="admin-emergency-exit-report"),
     path("update_config", views.UpdateConfigView.as_view(), name="admin-update-config"),
     path("status", views.StatusView.as_view(), name="admin-status"),
     path("config", views.ConfigView.as_view(), name="admin-config"),

@@ -7,7 +7,10 @@ Writes: ``trading.services.control`` (halt, resume, config) and ``trading.servic
 
 from __future__ import annotations
 
+import time
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from kombu import exceptions as kombu_exceptions
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,7 +21,11 @@ from trading import selectors
 from trading.config_schema import SCHEMA, ConfigValidationError
 from trading.models import Order
 from trading.services import control
-from trading.services.emergency import emergency_exit
+from trading.services.emergency import emergency_exit_report
+
+# How long POST /admin/emergency_exit waits for the report before answering 202: well inside
+# gunicorn's worker timeout (30 s).
+EMERGENCY_EXIT_WAIT_S = 20
 
 ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid request; `fields` names every bad field."),
@@ -107,25 +114,58 @@ class UpdateConfigView(OperatorView):
 
 
 class EmergencyExitView(OperatorView):
+    """The exit runs as a Celery task on the ``orders`` queue: its venue calls can take far longer
+    than a web worker may live, and it must never be killed half way. The call waits up to
+    ``EMERGENCY_EXIT_WAIT_S`` for the report; if the exit is still running it answers 202 with
+    the URL of the report instead — the operator is never left without one."""
+
     @extend_schema(
         request=s.EmergencyExitSerializer,
-        responses={200: s.EmergencyExitResponseSerializer, **ERRORS},
+        responses={200: s.EmergencyExitResponseSerializer, 202: s.EmergencyExitRunningSerializer,
+                   503: OpenApiResponse(s.ErrorSerializer, description="The task queue is unreachable: use "
+                                                                       "`tbot emergency-exit`, which runs in-process."),
+                   **ERRORS},
         summary="Halt, cancel open orders and flatten positions (requires confirm=EMERGENCY_EXIT)",
     )
     def post(self, request):
         data = _validated(s.EmergencyExitSerializer, request.data)
         trace_id = _trace_id(request)
+        problems = control.operator_input_problems(actor=data["by"], source=SOURCE, reason_code=data["reason_code"],
+                                                   reason=data["reason"], trace_id=trace_id)
+        if problems:
+            raise _service_errors(control.OperatorInputError(problems))
+        from trading.tasks import emergency_exit_run
+
         try:
-            report = emergency_exit(actor=data["by"], source=SOURCE, reason_code=data["reason_code"],
-                                              reason=data["reason"], flatten_all=data["flatten_all"],
-                                              trace_id=trace_id)
-        except control.OperatorInputError as exc:
-            raise _service_errors(exc) from None
-        return Response({
-            "canceled_orders": list(report.canceled_orders), "exit_orders": list(report.exit_orders),
-            "remaining": {k: str(v) for k, v in report.remaining.items()}, "already_flat": report.already_flat,
-            "trace_id": trace_id,
-        })
+            emergency_exit_run.delay(actor=data["by"], source=SOURCE, reason_code=data["reason_code"],
+                                     reason=data["reason"], flatten_all=data["flatten_all"], trace_id=trace_id)
+        except (OSError, kombu_exceptions.OperationalError) as exc:
+            return Response({"error": "task_queue_unavailable",
+                             "detail": f"could not start the emergency exit ({exc}); nothing was done. Run "
+                                       f"`tbot emergency-exit`, which does not need the queue."}, status=503)
+        deadline = time.monotonic() + EMERGENCY_EXIT_WAIT_S
+        while (report := emergency_exit_report(trace_id=trace_id)[1]) is None and time.monotonic() < deadline:
+            time.sleep(0.25)
+        if report is None:
+            return Response({"status": "running", "trace_id": trace_id,
+                             "report_url": f"/admin/emergency_exit/{trace_id}"}, status=202)
+        return Response({**report, "trace_id": trace_id})
+
+
+class EmergencyExitReportView(OperatorView):
+    @extend_schema(responses={200: s.EmergencyExitResponseSerializer, 202: s.EmergencyExitRunningSerializer,
+                              404: OpenApiResponse(s.ErrorSerializer, description="No emergency exit with this "
+                                                                                  "trace id."),
+                              401: ERRORS[401], 403: ERRORS[403]},
+                   summary="The report of an emergency exit, by its trace id (202 while it runs)")
+    def get(self, request, trace_id: str):
+        state, report = emergency_exit_report(trace_id=trace_id)
+        if report is not None:
+            return Response({**report, "trace_id": trace_id})
+        if state == "running":
+            return Response({"status": "running", "trace_id": trace_id,
+                             "report_url": f"/admin/emergency_exit/{trace_id}"}, status=202)
+        raise exceptions.NotFound(f"no emergency exit with trace id {trace_id!r}")
 
 
 class StatusView(OperatorView):

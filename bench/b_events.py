@@ -40,7 +40,7 @@ def _accepted_orders(n: int, tag: str) -> list[int]:
         order, _ = order_create(new=NewOrder(
             client_order_id=f"AS1-bench-ev{tag}{i}", venue="binance", strategy="bench", symbol="BTC/USDT",
             side=Order.Side.BUY, type=Order.Type.LIMIT, intent=Order.Intent.ENTRY, quantity=Decimal("1000000"),
-            price=Decimal("30000.5"), trace_id=uuid.uuid4().hex[:16], reason_code="BENCH"), enqueue=False)
+            price=Decimal("30000.5"), trace_id=uuid.uuid4().hex[:16], reason_code="BENCH"))
         order_mark_submitting(order_id=order.pk)
         order_apply_venue_order(order_id=order.pk, source="venue", venue_order=VenueOrder(
             client_order_id=order.client_order_id, venue_order_id=f"v{order.pk}", symbol="BTC/USDT", side=Side.BUY,

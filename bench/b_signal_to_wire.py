@@ -46,18 +46,17 @@ def _commit_order(i: int, run_id: str, stamps: dict[str, float]) -> str:
 
     from trading.client_ids import make_client_order_id
     from trading.models import Order
-    from trading.services.lifecycle import NewOrder, order_create
+    from trading.services.orders import order_place
 
     symbol = SYMBOLS[i % len(SYMBOLS)]
     tick_id = f"s2w-{run_id}-{i}"
     cid = make_client_order_id(strategy="bench", symbol=symbol, tick_id=tick_id, intent="entry")
     with transaction.atomic():
-        # Registered first, so it runs first after COMMIT (before order_create's enqueue).
+        # Registered first, so it runs first after COMMIT (before order_place's enqueue).
         transaction.on_commit(lambda: stamps.__setitem__(cid, time.time() * 1000))
-        order_create(new=NewOrder(client_order_id=cid, venue="binance", strategy="bench", symbol=symbol,
-                                  side=Order.Side.BUY, type=Order.Type.LIMIT, intent=Order.Intent.ENTRY,
-                                  quantity=QTY[symbol], price=PRICE[symbol], trace_id=uuid.uuid4().hex[:16],
-                                  tick_id=tick_id, reason_code="BENCH"))
+        order_place(venue="binance", strategy="bench", symbol=symbol, side=Order.Side.BUY, type=Order.Type.LIMIT,
+                    intent=Order.Intent.ENTRY, quantity=QTY[symbol], price=PRICE[symbol],
+                    trace_id=uuid.uuid4().hex[:16], tick_id=tick_id, reason_code="BENCH")
     return cid
 
 

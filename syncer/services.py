@@ -45,6 +45,7 @@ from syncer.models import BalanceSnapshot, Candle, Ticker
 from trading.exchanges.base import Candle as VenueCandle
 from trading.exchanges.base import ExchangeGateway
 from trading.exchanges.errors import RateLimitedError, RejectedError, VenueError
+from trading.services.equity import account_value, equity_snapshot_record
 
 log = logging.getLogger(__name__)
 
@@ -429,6 +430,7 @@ class SnapshotReport:
     paper_fills: int = 0
     errors: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)      # symbols the venue refused (not a venue fault)
+    equity: Decimal | None = None                                # the equity snapshot taken, if any
 
     @property
     def ok(self) -> bool:
@@ -488,7 +490,17 @@ def balances_sync(*, gateway: ExchangeGateway | None = None, report: SnapshotRep
             if b.free or b.locked}
     BalanceSnapshot.objects.update_or_create(venue=gw.name, defaults={"balances": data, "taken_at": timezone.now()})
     report.balances = True
+    _equity_snapshot(gw.name, balances, report)
     return report
+
+
+def _equity_snapshot(venue: str, balances: dict, report: SnapshotReport) -> None:
+    """One point of the equity curve: these balances at the stored last prices. The PnL of the
+    Hong Kong day is measured from these points (``trading.services.equity``)."""
+    universe = _config().universe
+    quote = universe[0].split("/")[1] if universe else "USDT"
+    value = account_value(balances=balances, prices=selectors.latest_prices(venue=venue), quote=quote)
+    report.equity = equity_snapshot_record(venue=venue, value=value).equity
 
 
 def _snapshot_symbols(universe: Sequence[str], venue: str) -> list[str]:

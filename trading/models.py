@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.functions import Now
 
 MONEY = {"max_digits": 38, "decimal_places": 18}
 
@@ -112,7 +113,16 @@ class Order(models.Model):
     tick_id = models.CharField(max_length=32, blank=True, default="")
     trace_id = models.CharField(max_length=64, db_index=True)
     reason_code = models.CharField(max_length=64, blank=True, default="")
-    submit_attempts = models.PositiveIntegerField(default=0)
+    submit_attempts = models.PositiveIntegerField(default=0)   # sends that left this process (not deferrals)
+    # An entry is only worth sending while its signal holds: past this moment (the end of its
+    # candle period) it is expired instead of sent, and abandoned instead of re-sent.
+    valid_until = models.DateTimeField(null=True, blank=True)
+    # What the venue last said it had filled. More than ``filled_quantity`` means trades are owed:
+    # reconciliation keeps reading them, however late they become visible.
+    venue_filled_quantity = models.DecimalField(**MONEY, default=0)
+    # Fees charged in an asset that is neither base nor quote (BNB) and not yet valued in quote:
+    # {asset: amount}. Never counted as quote; reports and ``tbot diagnose`` show them.
+    fee_unvalued = models.JSONField(default=dict, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -148,7 +158,9 @@ class OrderEvent(models.Model):
     trace_id = models.CharField(max_length=64, db_index=True)
     reason_code = models.CharField(max_length=64, blank=True, default="")
     idempotency_key = models.CharField(max_length=128, null=True, blank=True, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Database time, not the writer's clock: grace windows and the orphan sweeper compare it with
+    # the database's now(), so a worker with a skewed clock cannot make a live send look old.
+    created_at = models.DateTimeField(db_default=Now(), db_index=True)
 
     class Meta:
         db_table = "order_events"
@@ -156,6 +168,49 @@ class OrderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.event_type} ({self.source}) order={self.order_id}"
+
+
+class EquitySnapshot(models.Model):
+    """What the account was worth at one moment: every balance marked at the last price, in
+    quote. Appended by each market snapshot (about every 30 s). The PnL of a Hong Kong day is
+    equity now minus the equity at that day's start (ARCHITECTURE invariant 10), so a position
+    opened yesterday counts only what it gained or lost today."""
+
+    venue = models.CharField(max_length=16)
+    taken_at = models.DateTimeField(db_default=Now())
+    quote = models.CharField(max_length=16)
+    equity = models.DecimalField(**MONEY)
+    free_quote = models.DecimalField(**MONEY)
+    holdings = models.JSONField(default=dict)       # asset -> {"quantity", "price", "value"} (strings)
+    unpriced = models.JSONField(default=list)       # assets held that had no price (left out of equity)
+
+    class Meta:
+        db_table = "equity_snapshots"
+        ordering = ["-taken_at", "-id"]
+        indexes = [models.Index(fields=["venue", "taken_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.venue} equity {self.equity} {self.quote} at {self.taken_at:%Y-%m-%d %H:%M:%S}"
+
+
+class EmergencyExitRun(models.Model):
+    """One emergency exit: started (by the API's task or tbot), and its report once finished.
+    The API answers from here, so an exit that outlives a web request is never without a report.
+    (The operator action itself is audited once, in ``audit_log``, when it starts.)"""
+
+    trace_id = models.CharField(max_length=64, unique=True)
+    actor = models.CharField(max_length=100)
+    source = models.CharField(max_length=20)
+    started_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True, blank=True)
+    report = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        db_table = "emergency_exit_runs"
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"emergency exit {self.trace_id} by {self.actor} ({'done' if self.finished_at else 'running'})"
 
 
 # --- The paper venue's own books -------------------------------------------------------------

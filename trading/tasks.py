@@ -13,6 +13,7 @@ from celery import shared_task
 from celery.signals import worker_init, worker_ready
 
 from trading.exchanges.errors import VenueError
+from trading.order_timing import RESEND_GRACE, SEND_HARD_LIMIT_S
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,18 @@ def _gateway():
     return get_gateway()
 
 
-@shared_task(name="trading.submit_order", soft_time_limit=30, time_limit=45, **MONEY_PATH)
+# The hard limit is the longest a send can last; the sweeper's orphan bound sits above it.
+@shared_task(name="trading.submit_order", soft_time_limit=SEND_HARD_LIMIT_S - 10, time_limit=SEND_HARD_LIMIT_S,
+             **MONEY_PATH)
 def submit_order(order_id: int) -> None:
     from trading.models import OrderStatus
-    from trading.services.submission import order_submit
+    from trading.services.submission import held_back_for_rate_limit, order_submit
 
     order = order_submit(order_id=int(order_id), gateway=_gateway())
     if order.status == OrderStatus.SUBMIT_UNKNOWN:
-        resolve_order.apply_async((order.pk,), countdown=1)
-    elif order.status == OrderStatus.PENDING:      # held back by the shared rate limit: nothing was sent
+        # Nothing to learn before the venue's late-visibility window has passed.
+        resolve_order.apply_async((order.pk,), countdown=RESEND_GRACE.total_seconds())
+    elif held_back_for_rate_limit(order):          # our own limiter held it back: nothing was sent
         submit_order.apply_async((order.pk,), countdown=1)
 
 
@@ -50,6 +54,20 @@ def resolve_order(self, order_id: int) -> None:
         raise self.retry(countdown=min(60, 2 ** min(self.request.retries, 6))) from None
     if outcome.retry_in_s is not None:
         raise self.retry(countdown=outcome.retry_in_s)
+
+
+@shared_task(name="trading.emergency_exit", soft_time_limit=540, time_limit=600, **MONEY_PATH)
+def emergency_exit_run(*, actor: str, source: str, reason_code: str, reason: str, flatten_all: bool,
+                       trace_id: str) -> None:
+    """The API's emergency exit, where no web-server timeout can cut it short. Idempotent: a
+    redelivery after a crash runs it again (nothing is sold twice); one that finds the report
+    already written does nothing."""
+    from trading.services.emergency import emergency_exit, emergency_exit_report
+
+    if emergency_exit_report(trace_id=trace_id)[0] == "done":
+        return
+    emergency_exit(actor=actor, source=source, reason_code=reason_code, reason=reason,
+                   flatten_all=bool(flatten_all), trace_id=trace_id)
 
 
 @shared_task(name="trading.sweep_orders", soft_time_limit=20, time_limit=30, ignore_result=True,

@@ -41,11 +41,11 @@ from strategy.engines import ExitReason, PositionStop, evaluate_exit, round_to_s
 from strategy.models import StrategyPosition
 from strategy.params import STRATEGY_NAME
 from strategy.services.portfolio import entry_cost, plain
-from trading.client_ids import make_client_order_id
 from trading.exchanges.base import ExchangeGateway, MarketRules
 from trading.exchanges.errors import VenueError
 from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
-from trading.services.lifecycle import EventType, NewOrder, order_create
+from trading.services.lifecycle import EventType
+from trading.services.orders import order_place
 
 log = logging.getLogger(__name__)
 
@@ -121,74 +121,136 @@ def position_open_from_entry(*, order_id: int) -> StrategyPosition | None:
 # --- closing -------------------------------------------------------------------------------
 
 def _close(position: StrategyPosition, *, reason: str) -> None:
+    """Close a position with nothing sellable left (dust), without an exit order."""
     position.status = P.CLOSED
     position.exit_reason = position.exit_reason or reason
     position.realised_pnl = position.exit_proceeds - entry_cost(position, position.exited_quantity)
     position.closed_at = timezone.now()
     position.save()
+    _notify_closed(position)
+
+
+def _notify_closed(position: StrategyPosition) -> None:
     trace_id = position.exit_trace_id or position.trace_id
     _telegram(text=(f"AlphaSniper: position #{position.pk} {position.symbol} CLOSED ({position.exit_reason}). "
                     f"Sold {plain(position.exited_quantity)} bought at {plain(position.entry_price)}; realised PnL "
-                    f"{position.realised_pnl:.2f}."), trace_id=trace_id, reason_code=position.exit_reason)
+                    f"{position.realised_pnl:.2f}."), trace_id=trace_id, reason_code=position.exit_reason or "CLOSED")
 
 
 def _emergency_exit_for(position: StrategyPosition) -> Order | None:
+    """The first emergency sell that sold part of this position (for the close reason)."""
     return (Order.objects.filter(venue=position.venue, symbol=position.symbol, intent=Order.Intent.EMERGENCY_EXIT,
-                                 side=Order.Side.SELL, filled_quantity__gt=0, status__in=TERMINAL_STATUSES,
-                                 created_at__gte=position.opened_at)
+                                 side=Order.Side.SELL, filled_quantity__gt=0, created_at__gte=position.opened_at)
             .order_by("created_at", "id").first())
 
 
+def _dust_below(position: StrategyPosition) -> Decimal:
+    """Less than this cannot be sold on the venue (a lot step, or the minimum quantity, from the
+    market rules the entry was decided with); a remainder below it is nothing to hold."""
+    decision = selectors.decision_for_order(position.entry_order)
+    market = (decision.inputs.get("market") or {}) if decision is not None else {}
+    return max(Decimal(str(market.get("lot_step") or 0)), Decimal(str(market.get("min_qty") or 0)))
+
+
+def _emergency_shares(position: StrategyPosition) -> tuple[Decimal, Decimal]:
+    """(quantity, proceeds net of fees) of the operator's emergency sells on this symbol that
+    belong to this position: each sell's fills go to the positions it found open, oldest first,
+    each taking at most what its own exits left it holding. Only what was really sold counts."""
+    sells = list(Order.objects.filter(venue=position.venue, symbol=position.symbol, side=Order.Side.SELL,
+                                      intent=Order.Intent.EMERGENCY_EXIT, filled_quantity__gt=0)
+                 .order_by("created_at", "id"))
+    if not sells:
+        return ZERO, ZERO
+    holders = list(StrategyPosition.objects.filter(venue=position.venue, symbol=position.symbol,
+                                                   opened_at__lte=sells[-1].created_at)
+                   .select_related("entry_order").order_by("opened_at", "id"))
+    left = {p.pk: _held_quantity(p.entry_order) - _own_exits(p)[0] for p in holders}
+    mine_qty = mine_proceeds = ZERO
+    for sell in sells:
+        to_share = sell.filled_quantity
+        net = sell.filled_quote - sell.fee_quote
+        for holder in holders:
+            if holder.opened_at > sell.created_at or to_share <= 0:
+                continue
+            take = min(max(left[holder.pk], ZERO), to_share)
+            left[holder.pk] -= take
+            to_share -= take
+            if holder.pk == position.pk:
+                mine_qty += take
+                mine_proceeds += net * take / sell.filled_quantity
+    return mine_qty, mine_proceeds
+
+
+def _own_exits(position: StrategyPosition) -> tuple[Decimal, Decimal, list[Order]]:
+    """(quantity sold, proceeds net of fees, the orders) of the position's own exit orders
+    (client ids ``P<id>`` / ``exit<n>``), whatever their status: fills are facts."""
+    orders = list(Order.objects.filter(venue=position.venue, symbol=position.symbol, side=Order.Side.SELL,
+                                       tick_id=f"P{position.pk}").order_by("id"))
+    return (sum((o.filled_quantity for o in orders), ZERO),
+            sum((o.filled_quote - o.fee_quote for o in orders), ZERO), orders)
+
+
 def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTEMPTS) -> StrategyPosition:
-    """Bring one position in line with its orders (entry fills, exit outcome, emergency exit)."""
+    """Bring one position in line with its orders (ARCHITECTURE invariant 10). The position is a
+    projection of fills: quantity = the entry order's fills (net of base-asset fees), sold = its
+    exit orders' fills plus its share of emergency sells — whenever they arrive, whatever each
+    order's status. Status follows: closing while an exit is in flight, closed once nothing
+    sellable is left, open otherwise (a closed position re-opens if more entry fills arrive)."""
     with transaction.atomic():
-        position = StrategyPosition.objects.select_for_update().get(pk=position_id)
-        if position.status == P.CLOSED:
-            return position
-        emergency = _emergency_exit_for(position)
-        if emergency is not None:
-            remaining = position.remaining_quantity
-            share = remaining / emergency.filled_quantity if emergency.filled_quantity else ZERO
-            position.exited_quantity += remaining
-            position.exit_proceeds += remaining * emergency.average_price - emergency.fee_quote * min(share, 1)
-            position.exit_order = emergency
+        position = StrategyPosition.objects.select_for_update().select_related("entry_order").get(pk=position_id)
+        entry = Order.objects.get(pk=position.entry_order_id)
+        before = (position.status, position.quantity, position.exited_quantity, position.exit_proceeds)
+        if entry.filled_quantity > 0:
+            position.quantity = _held_quantity(entry)
+            position.entry_price = (entry.filled_quote / entry.filled_quantity).quantize(_Q18)
+            position.entry_fee = entry.fee_quote
+        own_qty, own_proceeds, own_orders = _own_exits(position)
+        em_qty, em_proceeds = _emergency_shares(position)
+        position.exited_quantity = own_qty + em_qty
+        position.exit_proceeds = own_proceeds + em_proceeds
+        in_flight = [o for o in own_orders if o.status not in TERMINAL_STATUSES]
+        ended = [o for o in own_orders if o.status in TERMINAL_STATUSES]
+        position.exit_attempt = len(ended)
+        if own_orders:
+            position.exit_order = own_orders[-1]
+        emergency = _emergency_exit_for(position) if em_qty > 0 else None
+        if emergency is not None and not in_flight:
             position.exit_reason = EMERGENCY_EXIT
             position.exit_trace_id = emergency.trace_id
             position.exit_triggered_at = position.exit_triggered_at or emergency.created_at
-            _close(position, reason=EMERGENCY_EXIT)
-            return position
-        if position.status == P.OPEN and position.exit_attempt == 0:
-            held = _held_quantity(position.entry_order)
-            if held > position.quantity:       # more entry fills arrived after the position opened
-                entry = position.entry_order
-                position.quantity = held
-                position.entry_price = (entry.filled_quote / entry.filled_quantity).quantize(_Q18)
-                position.entry_fee = entry.fee_quote
-                position.save(update_fields=["quantity", "entry_price", "entry_fee", "updated_at"])
-            return position
-        if position.status != P.CLOSING or position.exit_order is None:
-            return position
-        exit_order = Order.objects.get(pk=position.exit_order_id)
-        if exit_order.status not in TERMINAL_STATUSES:
-            return position
-        position.exited_quantity += exit_order.filled_quantity
-        position.exit_proceeds += exit_order.filled_quote - exit_order.fee_quote
-        if position.remaining_quantity <= 0 or exit_order.status == OrderStatus.FILLED:
-            _close(position, reason=position.exit_reason)
-            return position
-        # Ended without selling everything: back to open, next attempt under a new client id.
-        position.status = P.OPEN
-        position.exit_attempt += 1
-        position.save()
-        log.warning("position #%s: exit order %s ended %s with %s of %s sold; attempt %s next",
-                    position.pk, exit_order.client_order_id, exit_order.status, exit_order.filled_quantity,
-                    exit_order.quantity, position.exit_attempt, extra={"trace_id": position.exit_trace_id})
-        if position.exit_attempt >= max_exit_attempts:
-            _telegram(text=(f"AlphaSniper: EXIT FAILED for position #{position.pk} {position.symbol}: "
-                            f"{position.exit_attempt} exit orders ended without selling "
-                            f"{position.remaining_quantity}. The stop monitor has stopped trying - check the "
-                            f"venue and use emergency exit."), trace_id=position.exit_trace_id or position.trace_id,
-                      reason_code="EXIT_FAILED")
+        nothing_left = position.remaining_quantity <= 0 or position.remaining_quantity < _dust_below(position)
+        was = position.status
+        if in_flight:
+            position.status = P.CLOSING
+        elif nothing_left and (own_orders or em_qty > 0):
+            position.status = P.CLOSED
+        else:
+            position.status = P.OPEN
+        if position.status == P.CLOSED:
+            position.realised_pnl = position.exit_proceeds - entry_cost(position, position.exited_quantity)
+            position.closed_at = position.closed_at or timezone.now()
+        else:
+            position.realised_pnl = None
+            position.closed_at = None
+        if before != (position.status, position.quantity, position.exited_quantity, position.exit_proceeds) \
+                or was != position.status:
+            position.save()
+        if position.status == P.CLOSED and was != P.CLOSED:
+            _notify_closed(position)
+        elif was == P.CLOSED and position.status != P.CLOSED:
+            log.warning("position #%s %s re-opened: %s more arrived after it closed", position.pk, position.symbol,
+                        position.remaining_quantity, extra={"trace_id": position.trace_id})
+        elif was == P.CLOSING and position.status == P.OPEN and ended:
+            last = ended[-1]
+            log.warning("position #%s: exit order %s ended %s with %s of %s sold; attempt %s next",
+                        position.pk, last.client_order_id, last.status, last.filled_quantity, last.quantity,
+                        position.exit_attempt, extra={"trace_id": position.exit_trace_id})
+            failed = sum(1 for o in ended if o.status != OrderStatus.FILLED)
+            if failed >= max_exit_attempts:
+                _telegram(text=(f"AlphaSniper: EXIT FAILED for position #{position.pk} {position.symbol}: "
+                                f"{failed} exit orders ended without selling {position.remaining_quantity}. The "
+                                f"stop monitor has stopped trying - check the venue and use emergency exit."),
+                          trace_id=position.exit_trace_id or position.trace_id, reason_code="EXIT_FAILED")
         return position
 
 
@@ -292,13 +354,11 @@ def position_check(*, position_id: int, last_price: Decimal, rules: MarketRules 
             return None
         trace_id = new_trace_id()
         tick_id = f"P{position.pk}"
-        client_order_id = make_client_order_id(strategy=position.strategy, symbol=position.symbol, tick_id=tick_id,
-                                               intent=f"exit{position.exit_attempt}")
-        order, created = order_create(new=NewOrder(
-            client_order_id=client_order_id, venue=position.venue, strategy=position.strategy,
-            symbol=position.symbol, side=Order.Side.SELL, type=Order.Type.MARKET,
-            intent=EXIT_INTENTS[check.reason_code], quantity=quantity, trace_id=trace_id, tick_id=tick_id,
-            reason_code=reason))
+        order, created = order_place(
+            venue=position.venue, strategy=position.strategy, symbol=position.symbol, side=Order.Side.SELL,
+            type=Order.Type.MARKET, intent=EXIT_INTENTS[check.reason_code], quantity=quantity, trace_id=trace_id,
+            tick_id=tick_id, client_intent=f"exit{position.exit_attempt}", reason_code=reason)
+        client_order_id = order.client_order_id
         trace_id = order.trace_id
         position.status = P.CLOSING
         position.exit_order = order
@@ -391,3 +451,38 @@ def _monitor(gateway: ExchangeGateway, report: MonitorReport, now: datetime | No
                 continue
             if order is not None:
                 report.exits.append(order.client_order_id)
+
+
+def positions_refresh_for_order(*, order_id: int) -> None:
+    """New fills of one order landed: bring the positions they belong to up to date at once
+    (an entry's fills open or grow its position, an exit's or an emergency sell's shrink or
+    close it). The stop monitor's ``positions_sync`` is the safety net for anything missed."""
+    order = Order.objects.get(pk=order_id)
+    if order.intent == Order.Intent.ENTRY:
+        position = StrategyPosition.objects.filter(entry_order=order).first()
+        if position is None:
+            position_open_from_entry(order_id=order_id)
+            return
+        position_refresh(position_id=position.pk)
+        return
+    if order.side != Order.Side.SELL:
+        return
+    if order.tick_id.startswith("P") and order.tick_id[1:].isdigit():
+        ids = [int(order.tick_id[1:])]
+    else:   # an emergency or manual sell: every position it may have sold from
+        ids = list(StrategyPosition.objects.filter(venue=order.venue, symbol=order.symbol)
+                   .exclude(status=P.CLOSED).values_list("pk", flat=True))
+    for position_id in ids:
+        if StrategyPosition.objects.filter(pk=position_id).exists():
+            position_refresh(position_id=position_id)
+
+
+def on_fills_recorded(sender, order_id: int, **kwargs) -> None:
+    """Receiver of ``trading.services.lifecycle.fills_recorded`` (after commit)."""
+    try:
+        positions_refresh_for_order(order_id=order_id)
+    except LookupError as exc:      # an entry placed without a strategy decision: no position to keep
+        log.info("order %s opens no position: %s", order_id, exc)
+    except Exception:
+        # Never let the projection's trouble touch the order path; the monitor will retry.
+        log.exception("positions of order %s not refreshed now; the stop monitor will", order_id)

@@ -18,9 +18,10 @@ from infra.clock import hk_day_start_utc, now_utc, to_hk
 from infra.models import TelegramOutbox
 from strategy import selectors
 from strategy.models import StrategyPosition
-from strategy.services.portfolio import daily_pnl, position_unrealised
+from strategy.services.portfolio import position_unrealised
 from syncer.selectors import latest_prices
 from trading.models import AuditLog, Order
+from trading.services.equity import equity_at_day_start
 
 REASON_CODE = "DAILY_SUMMARY"
 _SUMMARY_LOCK = 0x4153_5355_4D4D   # "ASSUMM": serialises concurrent summary runs
@@ -47,9 +48,13 @@ def daily_summary_text(*, venue: str, day_start: datetime, day_end: datetime) ->
     by_status = Counter(orders.values_list("status", flat=True))
     halts = list(AuditLog.objects.filter(action__in=["trading.halt", "trading.resume"], created_at__gte=day_start,
                                          created_at__lt=day_end).order_by("created_at"))
-    now_pnl = daily_pnl(venue=venue, day_start=day_end, prices=prices)
+    start, end = (equity_at_day_start(venue=venue, day_start=day_start),
+                  equity_at_day_start(venue=venue, day_start=day_end))
     lines = [
         f"AlphaSniper daily summary - HK day {day:%Y-%m-%d} ({venue})",
+        (f"PnL of the day: {end.equity - start.equity:.2f} {end.quote} (equity {start.equity:.2f} -> "
+         f"{end.equity:.2f})" if start and end else "PnL of the day: unknown (no equity recorded at the day's "
+                                                     "start or end)"),
         f"Realised PnL: {realised:.2f} from {len(closed)} closed position(s), {wins} winning"
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})" if reasons else ""),
         f"Positions opened: {opened}",
@@ -64,7 +69,8 @@ def daily_summary_text(*, venue: str, day_start: datetime, day_end: datetime) ->
     else:
         lines.append("Halts: none")
     active = list(selectors.positions_active(venue=venue))
-    lines.append(f"Open positions now: {len(active)} (unrealised {now_pnl.unrealised:.2f})")
+    unrealised = sum((position_unrealised(p, prices[p.symbol]) for p in active if p.symbol in prices), Decimal(0))
+    lines.append(f"Open positions now: {len(active)} (unrealised {unrealised:.2f})")
     for p in active:
         price = prices.get(p.symbol)
         pnl = "n/a" if price is None else f"{position_unrealised(p, price):.2f}"

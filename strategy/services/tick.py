@@ -48,7 +48,6 @@ from strategy.engines.sizing import DEFAULT_FEE_BUFFER
 from strategy.models import StrategyDecision
 from strategy.params import STRATEGY_NAME, blite_params
 from strategy.services.markets import market_rules
-from strategy.services.portfolio import AccountValue, DailyPnl, account_value, daily_pnl
 from strategy.services.positions import positions_sync
 from syncer import selectors as market
 from syncer.services import tick_candles_sync, venue_rate_limited_set
@@ -57,8 +56,9 @@ from trading.config_schema import StrategyConfig, config_get
 from trading.exchanges.base import Balance, ExchangeGateway, MarketRules
 from trading.exchanges.errors import RateLimitedError, VenueError
 from trading.models import Order
-from trading.services.control import is_halted, trading_halt
-from trading.services.lifecycle import NewOrder, order_create
+from trading.services.control import halt_state_committed, is_halted, trading_halt
+from trading.services.equity import AccountValue, DayPnl, account_value, day_pnl
+from trading.services.orders import order_place
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class _Context:
     late_by_ms: int
     rules: dict[str, MarketRules]
     account: AccountValue | None
-    daily: DailyPnl | None
+    daily: DayPnl | None
     held: set[str]
     unresolved: set[str]
     last_stops: dict[str, Any]
@@ -247,16 +247,18 @@ def _context(gw: ExchangeGateway, cfg: StrategyConfig, tick_id: str, timeframe: 
     account = daily = None
     loss_halted = False
     if balances is not None:
-        account = account_value(balances=balances, rules=rules, prices=prices,
-                                symbols=list(dict.fromkeys([*universe, *(p.symbol for p in active)])))
-        daily = daily_pnl(venue=venue, day_start=hk_day_start_utc(ms_to_datetime(close_ms)), prices=prices)
-        limit = cfg.daily_loss_limit * account.equity
-        if not halt.halted and account.equity > 0 and daily.total <= -limit:
+        quote = universe[0].split("/")[1] if universe else "USDT"
+        account = account_value(balances=balances, prices=prices, quote=quote)
+        # The Hong Kong day's PnL is equity now minus equity at the day's start (invariant 10):
+        # a position opened yesterday counts only what it moved today.
+        daily = day_pnl(venue=venue, day_start=hk_day_start_utc(ms_to_datetime(close_ms)), equity_now=account.equity)
+        limit = cfg.daily_loss_limit * daily.equity_start
+        if not halt.halted and daily.equity_start > 0 and daily.total <= -limit:
             loss_halted = True
             trading_halt(actor="risk", source="system", reason_code="DAILY_LOSS_LIMIT",
-                         reason=(f"daily loss limit: PnL of the HK day {daily.total:.2f} {account.quote} "
-                                 f"(realised {daily.realised:.2f}, unrealised {daily.unrealised:.2f}) reached "
-                                 f"-{cfg.daily_loss_limit:%} of equity {account.equity:.2f} at tick {tick_id}"),
+                         reason=(f"daily loss limit: equity {daily.equity_now:.2f} {account.quote} is "
+                                 f"{-daily.total:.2f} below the {daily.equity_start:.2f} the HK day began with, "
+                                 f"at or past -{cfg.daily_loss_limit:%} at tick {tick_id}"),
                          trace_id=new_trace_id())
             log.error("tick %s: daily loss limit reached (%s); trading halted", tick_id, daily.total)
     pending = selectors.pending_entry_orders(venue=venue, strategy=STRATEGY_NAME).count()
@@ -324,15 +326,25 @@ def _decide(gw: ExchangeGateway, ctx: _Context, params: dict[str, Any], signal: 
     with trace_context(trace_id):
         try:
             with transaction.atomic():
+                if client_order_id is not None:
+                    # The halt read at the start of the tick may be stale by now (an emergency exit
+                    # may have run meanwhile): decide against the committed halt, under its lock, in
+                    # the transaction that writes the entry (ARCHITECTURE invariant 9).
+                    halt = halt_state_committed()
+                    if halt.halted:
+                        decision, reason, client_order_id = Decision.BLOCKED, Gate.HALTED, None
+                        inputs["gate"] = {"blocked_by": Gate.HALTED,
+                                          "detail": f"trading was halted during the tick ({halt.reason_code})"}
+                        inputs["client_order_id"] = None
                 StrategyDecision.objects.create(strategy=STRATEGY_NAME, tick_id=ctx.tick_id, symbol=symbol,
                                                 decision=decision, reason_code=reason, trace_id=trace_id,
                                                 inputs=inputs)
                 if client_order_id is not None:
                     assert sizing is not None and sizing.quantity is not None
-                    order_create(new=NewOrder(
-                        client_order_id=client_order_id, venue=gw.name, strategy=STRATEGY_NAME, symbol=symbol,
-                        side=Order.Side.BUY, type=Order.Type.MARKET, intent=Order.Intent.ENTRY,
-                        quantity=sizing.quantity, trace_id=trace_id, tick_id=ctx.tick_id, reason_code=reason))
+                    order_place(venue=gw.name, strategy=STRATEGY_NAME, symbol=symbol, side=Order.Side.BUY,
+                                type=Order.Type.MARKET, intent=Order.Intent.ENTRY, quantity=sizing.quantity,
+                                trace_id=trace_id, tick_id=ctx.tick_id, reason_code=reason,
+                                valid_until=ms_to_datetime(ctx.close_ms + timeframe_seconds(ctx.timeframe) * 1000))
         except IntegrityError:
             # Another worker decided this symbol of this tick meanwhile (its order, if any, came
             # in the same transaction as its decision).

@@ -265,17 +265,17 @@ def test_emergency_exit_names_missing_who_and_why_together_with_confirm(api):
     assert audit_count() == 0
 
 
-def test_emergency_exit_end_to_end_halts_and_reports(api):
-    pytest.importorskip("trading.services.emergency")
-    # given a running system
+def test_emergency_exit_end_to_end_halts_and_reports(api, celery_eager):
+    # given a running system (the exit task runs in this process)
     # when the operator pulls the emergency exit
     response = api.post("/admin/emergency_exit", {**who(reason_code="EMERGENCY", reason="venue incident"),
                                                    "confirm": "EMERGENCY_EXIT", "flatten_all": False}, format="json")
     # then the report has the documented shape, trading is halted and the action is audited
     assert response.status_code == 200, response.content
     body = response.json()
-    assert set(body) == {"canceled_orders", "exit_orders", "remaining", "already_flat", "trace_id"}
-    assert isinstance(body["remaining"], dict)
+    assert set(body) == {"canceled_orders", "exit_orders", "remaining", "unresolved_orders", "errors", "flat",
+                         "already_flat", "trace_id"}
+    assert isinstance(body["remaining"], dict) and body["flat"] is True
     status = api.get("/admin/status").json()
     assert status["halted"] is True and status["halt"]["reason_code"] == "EMERGENCY"
     # exactly one audit row for the whole action, carrying the request's trace id
@@ -285,3 +285,26 @@ def test_emergency_exit_end_to_end_halts_and_reports(api):
     again = api.post("/admin/emergency_exit", {**who(reason_code="EMERGENCY", reason="venue incident"),
                                                 "confirm": "EMERGENCY_EXIT"}, format="json").json()
     assert again["exit_orders"] == [] and again["canceled_orders"] == [] and again["already_flat"] is True
+
+
+def test_emergency_exit_that_outlives_the_request_answers_202_and_its_report_is_fetched_later(api, monkeypatch):
+    # Given no worker takes the task within the wait (the queued message is kept here, unconsumed)
+    from trading.tasks import emergency_exit_run
+
+    queued: list[dict] = []
+    monkeypatch.setattr(emergency_exit_run, "delay", lambda **kw: queued.append(kw))
+    monkeypatch.setattr("adminapi.views.EMERGENCY_EXIT_WAIT_S", 0.5)
+    response = api.post("/admin/emergency_exit", {**who(reason_code="EMERGENCY", reason="venue incident"),
+                                                   "confirm": "EMERGENCY_EXIT"}, format="json")
+    # Then the operator is told it runs, and where its report will be
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "running" and body["report_url"] == f"/admin/emergency_exit/{body['trace_id']}"
+    assert api.get(body["report_url"]).status_code == 404          # the worker has not even started it
+    # When a worker runs it
+    assert queued[0]["trace_id"] == body["trace_id"]
+    emergency_exit_run.run(**queued[0])
+    # Then the report is there, flat, and the action was audited once
+    report = api.get(body["report_url"])
+    assert report.status_code == 200 and report.json()["flat"] is True
+    assert AuditLog.objects.filter(action="emergency_exit", trace_id=body["trace_id"]).count() == 1

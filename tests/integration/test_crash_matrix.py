@@ -114,7 +114,7 @@ def test_kill_at_every_step_converges_to_one_order(venue, crash_at, emulators, t
         EmulatorControl(emulators[venue].base_url).reset()
     assert not connection.in_atomic_block, "the worker could not see our writes from inside a transaction"
     holding_before = _venue_base_holding(venue, emulators)
-    order, _ = order_create(new=new_order(venue=venue, tick=f"crash-{crash_at}"), enqueue=False)
+    order, _ = order_create(new=new_order(venue=venue, tick=f"crash-{crash_at}"))
     marker, log = tmp_path / "crashed", tmp_path / "worker.log"
 
     # 1. A worker takes the submit task and dies at the crash point.

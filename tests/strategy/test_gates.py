@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from infra.clock import ms_to_datetime
+from infra.clock import hk_day_start_utc, ms_to_datetime
 from strategy.models import StrategyDecision, StrategyPosition
 from strategy.services.tick import tick_run
 from strategy.testing import ManualClock, paper_gateway
@@ -17,7 +17,7 @@ from tests.strategy.test_tick import CLOSE, TF, TICK, UNIVERSE, configure, scrip
 from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
 from trading.exchanges.errors import RateLimitedError, TransientError
-from trading.models import AuditLog, Order
+from trading.models import AuditLog, EquitySnapshot, Order
 from trading.services import lifecycle
 from trading.services.control import is_halted, trading_halt
 from trading.services.lifecycle import NewOrder, order_create
@@ -46,7 +46,7 @@ def order(symbol: str, *, intent: str = "entry", side: str = "buy") -> Order:
     o, _ = order_create(new=NewOrder(
         client_order_id=make_client_order_id(strategy="blite", symbol=symbol, tick_id=f"T{next(_n)}", intent=intent),
         venue="paper", strategy="blite", symbol=symbol, side=side, type="market", intent=intent,
-        quantity=Decimal(1), trace_id="test"), enqueue=False)
+        quantity=Decimal(1), trace_id="test"))
     return o
 
 
@@ -89,22 +89,53 @@ def test_entry_orders_in_flight_count_as_positions(gw):
     assert_blocked(tick(gw), "MAX_POSITIONS")
 
 
+def equity_at(moment, equity: str) -> EquitySnapshot:
+    return EquitySnapshot.objects.create(venue="paper", taken_at=moment, quote="USDT", equity=Decimal(equity),
+                                         free_quote=Decimal(equity))
+
+
 def test_daily_loss_limit_halts_trading_automatically(gw):
-    # 250 lost today is more than 2% of the 10,000 equity.
-    position("ADA/USDT", status="closed", realised_pnl=Decimal(-250), exit_reason="STOP_LOSS",
-             closed_at=ms_to_datetime(CLOSE) - timedelta(minutes=30))
+    # The HK day began with 10,250; the account is worth 10,000 now: 250 lost today is more than
+    # 2% of the day's starting equity.
+    equity_at(hk_day_start_utc(ms_to_datetime(CLOSE)) - timedelta(seconds=20), "10250")
     assert_blocked(tick(gw), "DAILY_LOSS_LIMIT")
     halt = is_halted()
     assert halt.halted and halt.reason_code == "DAILY_LOSS_LIMIT" and halt.by == "risk"
     audit = AuditLog.objects.get(action="trading.halt")
     assert (audit.actor, audit.source, audit.reason_code) == ("risk", "system", "DAILY_LOSS_LIMIT")
+    daily = StrategyDecision.objects.get(tick_id=TICK, symbol="BTC/USDT").inputs["daily_pnl"]
+    assert (Decimal(daily["equity_start"]), Decimal(daily["total"])) == (Decimal(10250), Decimal(-250))
 
 
 def test_yesterdays_losses_do_not_count_against_today(gw):
-    # CLOSE is 11:14 in Hong Kong; 12 hours earlier was the previous HK day.
-    position("ADA/USDT", status="closed", realised_pnl=Decimal(-250), exit_reason="STOP_LOSS",
-             closed_at=ms_to_datetime(CLOSE) - timedelta(hours=12))
+    # CLOSE is 11:14 in Hong Kong. Yesterday the account fell from 10,250 to 10,000; today it
+    # began with 10,000 and still has it.
+    day_start = hk_day_start_utc(ms_to_datetime(CLOSE))
+    equity_at(day_start - timedelta(hours=20), "10250")
+    equity_at(day_start - timedelta(seconds=30), "10000")
     assert tick(gw).decision == "enter" and not is_halted().halted
+
+
+def test_a_position_held_over_hk_midnight_counts_only_what_it_moved_today(db, redis_client, monkeypatch):
+    # Given ETH bought yesterday far above today's price (a large whole-life loss), but worth
+    # more now than at HK midnight: today's PnL is positive, the daily limit is not touched.
+    configure(universe=UNIVERSE, timeframe="1m")
+    gateway = paper_gateway(source=scripted_market(), clock=ManualClock(CLOSE + 1_000),
+                            universe=lambda: config_get().universe,
+                            balances={"USDT": Decimal(5000), "ETH": Decimal(2)})
+    monkeypatch.setattr("trading.exchanges.factory._gateway", gateway)
+    eth = gateway.fetch_ticker("ETH/USDT").last
+    held = position("ETH/USDT")
+    StrategyPosition.objects.filter(pk=held.pk).update(quantity=Decimal(2), entry_price=eth * 10,
+                                                       opened_at=ms_to_datetime(CLOSE) - timedelta(hours=30))
+    # At HK midnight the two ETH were marked a little lower than now.
+    equity_at(hk_day_start_utc(ms_to_datetime(CLOSE)) - timedelta(seconds=10), str(5000 + 2 * eth * Decimal("0.99")))
+    # When the tick runs
+    tick_run(tick_id=TICK, gateway=gateway, now_ms=CLOSE + 1_000)
+    # Then nothing halts, and the day's PnL is the ETH's move since midnight, not since entry.
+    assert not is_halted().halted
+    daily = StrategyDecision.objects.get(tick_id=TICK, symbol="BTC/USDT").inputs["daily_pnl"]
+    assert Decimal(daily["total"]) > 0
 
 
 def test_cooldown_after_a_stop_on_that_symbol(gw):

@@ -26,7 +26,7 @@ from trading.config_schema import config_get
 from trading.models import Order, OrderStatus
 from trading.services import lifecycle
 from trading.services.control import trading_halt
-from trading.services.lifecycle import NewOrder, order_create
+from trading.services.orders import order_place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BTC = "BTC/USDT"
@@ -57,14 +57,16 @@ def venue(redis_client, monkeypatch, eager_celery):
 
 @pytest.fixture
 def opened(venue):
-    """The tick enters BTC; the entry fills on submission; the monitor opens the position."""
+    """The tick enters BTC; the entry fills on submission, and its fills open the position at once
+    (positions are a projection of fills); the monitor finds it open and nothing to sell."""
     gw, source, clock = venue
     tick_run(tick_id=tick_id_for(ms_to_datetime(clock() // TF * TF)), gateway=gw, now_ms=clock())
     entry = Order.objects.get(intent="entry")
     assert entry.status == OrderStatus.FILLED
-    report = stop_monitor_run(gateway=gw)
     position = StrategyPosition.objects.get()
-    assert report.opened == [position.pk] and report.exits == []
+    assert position.status == "open" and position.quantity > 0
+    report = stop_monitor_run(gateway=gw)
+    assert report.opened == [] and report.exits == []
     return gw, source, clock, position
 
 
@@ -204,11 +206,9 @@ def test_two_monitors_at_once_place_one_exit(opened, monkeypatch):
 
 def test_an_operator_emergency_exit_closes_the_position(opened):
     gw, _, _, position = opened
-    order_create(new=NewOrder(client_order_id="AS1-ops-EMERGENCY-TEST-0001", venue="paper", strategy="ops",
-                              symbol=BTC, side="sell", type="market", intent="emergency_exit",
-                              quantity=round_to_step(position.quantity, gw.rules(BTC).lot_step),
-                              trace_id="emergency-trace",
-                              reason_code="EMERGENCY_EXIT"))
+    order_place(venue="paper", strategy="ops", symbol=BTC, side="sell", type="market", intent="emergency_exit",
+                quantity=round_to_step(position.quantity, gw.rules(BTC).lot_step), trace_id="emergency-trace",
+                tick_id="emergency-test", reason_code="EMERGENCY_EXIT")
     assert Order.objects.get(intent="emergency_exit").status == OrderStatus.FILLED
     stop_monitor_run(gateway=gw)
     position.refresh_from_db()

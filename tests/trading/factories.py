@@ -18,7 +18,7 @@ def new_order(*, venue: str = "paper", symbol: str = "BTC/USDT", side: str = "bu
 
 
 def create(**kwargs):
-    order, _ = order_create(new=new_order(**kwargs), enqueue=False)
+    order, _ = order_create(new=new_order(**kwargs))
     return order
 
 

@@ -25,7 +25,7 @@ def book(venue, redis_client):
     entry = order_submit(order_id=create(venue=venue.name, quantity="0.01", tick="e1").pk, gateway=venue.gateway)
     assert entry.status == OrderStatus.FILLED
     resting, _ = lifecycle.order_create(new=new_order(venue=venue.name, symbol="ETH/USDT", type="limit",
-                                                      price="1000.00", quantity="0.01", tick="r1"), enqueue=False)
+                                                      price="1000.00", quantity="0.01", tick="r1"))
     resting = order_submit(order_id=resting.pk, gateway=venue.gateway)
     assert resting.status == OrderStatus.ACCEPTED
     pending = create(venue=venue.name, quantity="0.01", tick="p1")
@@ -69,7 +69,7 @@ def test_a_resting_stop_is_canceled_first_so_the_position_it_reserves_can_be_sol
     entry = order_submit(order_id=create(venue=venue.name, quantity="0.01", tick="s1").pk, gateway=venue.gateway)
     stop, _ = lifecycle.order_create(new=new_order(venue=venue.name, side="sell", type="stop_market",
                                                    intent="stop_loss", quantity="0.0099", tick="s1",
-                                                   stop_price="25000.00"), enqueue=False)
+                                                   stop_price="25000.00"))
     stop = order_submit(order_id=stop.pk, gateway=venue.gateway)
     assert (entry.status, stop.status) == (OrderStatus.FILLED, OrderStatus.ACCEPTED)
 
@@ -103,7 +103,7 @@ def test_a_sell_already_on_its_way_is_not_doubled(venue, redis_client):
     order_submit(order_id=create(venue=venue.name, quantity="0.01", tick="e2").pk, gateway=venue.gateway)
     # a stop-loss sell was claimed and is being sent right now
     stop_exit, _ = lifecycle.order_create(new=new_order(venue=venue.name, side="sell", quantity="0.0099",
-                                                        tick="stop", intent="stop_loss"), enqueue=False)
+                                                        tick="stop", intent="stop_loss"))
     lifecycle.order_mark_submitting(order_id=stop_exit.pk)
 
     report = emergency_exit(**WHO, flatten_all=False, trace_id="trace-emx-4", gateway=venue.gateway)

@@ -30,8 +30,8 @@ def accepted(order):
 
 
 def test_create_is_idempotent_by_client_id():
-    first, created = order_create(new=new_order(), enqueue=False)
-    again, created_again = order_create(new=new_order(), enqueue=False)
+    first, created = order_create(new=new_order())
+    again, created_again = order_create(new=new_order())
     assert (created, created_again) == (True, False)
     assert first.pk == again.pk
     assert Order.objects.count() == 1

@@ -105,7 +105,7 @@ def test_a_protective_stop_rests_on_the_venue_and_its_fill_is_learned(venue):
     assert entry.status == OrderStatus.FILLED
     stop, _ = lifecycle.order_create(new=new_order(venue=venue.name, side="sell", type="stop_market",
                                                    intent="stop_loss", quantity="0.009", tick="stop",
-                                                   stop_price="27000.00"), enqueue=False)
+                                                   stop_price="27000.00"))
 
     stop = order_submit(order_id=stop.pk, gateway=venue.gateway)
 
@@ -140,7 +140,7 @@ def test_our_stop_missing_from_the_db_is_imported_as_a_stop(venue):
 
 def test_a_venue_side_cancel_is_learned(venue):
     order, _ = lifecycle.order_create(new=new_order(venue=venue.name, type="limit", price="1000.00",
-                                                    quantity="0.01", tick="cancel"), enqueue=False)
+                                                    quantity="0.01", tick="cancel"))
     order = order_submit(order_id=order.pk, gateway=venue.gateway)
     assert order.status == OrderStatus.ACCEPTED
     venue.gateway.cancel_order(order.symbol, order.client_order_id)   # e.g. canceled in the venue's UI
@@ -185,7 +185,7 @@ def test_holdings_smaller_than_our_fills_are_reported_once(redis_client):
 def test_the_periodic_pass_reads_trades_only_where_one_can_be_news(emulated):
     # a resting order that still rests, and a filled order: nothing can have changed
     resting, _ = lifecycle.order_create(new=new_order(venue=emulated.name, symbol="ETH/USDT", type="limit",
-                                                      price="1000.00", quantity="0.01", tick="rest"), enqueue=False)
+                                                      price="1000.00", quantity="0.01", tick="rest"))
     order_submit(order_id=resting.pk, gateway=emulated.gateway)
     order_submit(order_id=create(venue=emulated.name, tick="done").pk, gateway=emulated.gateway)
     reconcile(gateway=emulated.gateway, symbols=SYMBOLS, full=True)

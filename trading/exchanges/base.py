@@ -8,6 +8,9 @@ unified symbols like ``BTC/USDT``. Adapters translate venue wire formats and err
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -141,6 +144,35 @@ def stop_order_problem(request: OrderRequest, tick_size: Decimal) -> str | None:
     if stop is None or stop <= 0 or stop % tick_size != 0:
         return f"stop price {stop} is not a positive multiple of the tick {tick_size}"
     return None
+
+
+# --- the last look before an order leaves ------------------------------------------------------
+# A send may wait in the shared rate limiter for seconds after it was claimed. Whoever sends can
+# install a check that every gateway runs after that wait, just before the request's bytes go:
+# if it names a reason (e.g. trading was halted meanwhile and this is an entry), the gateway
+# raises ``SendVetoedError`` and nothing reaches the venue.
+
+_last_look: ContextVar[Callable[[], str | None] | None] = ContextVar("last_look", default=None)
+
+
+@contextmanager
+def last_look(check: Callable[[], str | None] | None) -> Iterator[None]:
+    token = _last_look.set(check)
+    try:
+        yield
+    finally:
+        _last_look.reset(token)
+
+
+def last_look_veto(venue: str) -> None:
+    """Run the installed check; raise ``SendVetoedError`` if it says not to send. Gateways call
+    this right before a request leaves (after any rate-limit wait)."""
+    check = _last_look.get()
+    reason = check() if check is not None else None
+    if reason:
+        from trading.exchanges.errors import SendVetoedError
+
+        raise SendVetoedError(reason, venue=venue)
 
 
 class ExchangeGateway(abc.ABC):

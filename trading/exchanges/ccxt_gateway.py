@@ -47,6 +47,7 @@ from trading.exchanges.base import (
     VenueOrder,
     VenueOrderStatus,
     VenueTrade,
+    last_look_veto,
     stop_order_problem,
 )
 from trading.exchanges.errors import (
@@ -257,6 +258,7 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
                     acquire_request(method, path, weight)
                 else:
                     limiter.acquire(weight)
+            last_look_veto(self.name)    # after any wait: the sender may no longer want this sent
             self._last = HttpExchange(method=method, path=path)
             return original_fetch(url, method, headers, body)
 

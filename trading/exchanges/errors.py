@@ -87,3 +87,8 @@ class AuthError(VenueError):
 
 class ClockSkewError(TransientError):
     """Our timestamp is outside the venue's recvWindow (Binance -1021, Bybit 10002)."""
+
+
+class SendVetoedError(VenueError):
+    """The sender's last look (``base.last_look``) refused the send after the rate-limit wait:
+    nothing reached the venue. E.g. an entry whose trading was halted while it waited."""

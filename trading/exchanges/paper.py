@@ -35,6 +35,7 @@ from trading.exchanges.base import (
     VenueOrder,
     VenueOrderStatus,
     VenueTrade,
+    last_look_veto,
     stop_order_problem,
 )
 from trading.exchanges.errors import (
@@ -130,6 +131,7 @@ class PaperGateway(ExchangeGateway):
     def create_order(self, request: OrderRequest) -> VenueOrder:
         rules = self.rules(request.symbol)
         self._validate(request, rules)
+        last_look_veto(VENUE)
         try:
             with transaction.atomic():
                 if PaperOrder.objects.filter(client_order_id=request.client_order_id).exists():

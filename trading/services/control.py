@@ -91,8 +91,9 @@ def _lock_config() -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", [_CONFIG_LOCK_KEY])
 
 
-def _audit(*, action: str, actor: str, source: str, reason_code: str, reason: str, before: Any, after: Any,
-           trace_id: str) -> AuditLog:
+def audit_record(*, action: str, actor: str, source: str, reason_code: str, reason: str, before: Any, after: Any,
+                 trace_id: str) -> AuditLog:
+    """The one writer of ``audit_log``: call it inside the transaction of the change it records."""
     return AuditLog.objects.create(action=action, actor=actor.strip(), source=source, reason_code=reason_code,
                                    reason=reason.strip(), before=before, after=after, trace_id=trace_id)
 
@@ -103,6 +104,19 @@ def is_halted() -> HaltState:
     """The current halt state (a read; missing row = running)."""
     row = SystemConfig.objects.filter(key=HALT_KEY).only("value").first()
     return HaltState.from_json(row.value if row else None)
+
+
+def halt_state_committed() -> HaltState:
+    """The halt state for a transaction that is about to create or claim an entry (ARCHITECTURE
+    invariant 9). It takes the shared side of the lock every halt write takes exclusively: a
+    halt being written right now is waited for and then seen, and a halt that starts after this
+    read waits until the caller's transaction has committed. So once a halt has committed, no
+    entry is created or claimed for sending. Must run inside ``transaction.atomic``."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("halt_state_committed() must run inside the transaction that writes the entry")
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", [_CONFIG_LOCK_KEY])
+    return is_halted()
 
 
 def _write_halt(*, halted: bool, actor: str, reason_code: str, reason: str, trace_id: str
@@ -143,7 +157,7 @@ def _set_halt(*, halted: bool, action: str, actor: str, source: str, reason_code
     with transaction.atomic():
         before, after = _write_halt(halted=halted, actor=actor, reason_code=reason_code, reason=reason,
                                     trace_id=trace_id)
-        _audit(action=action, actor=actor, source=source, reason_code=reason_code, reason=reason,
+        audit_record(action=action, actor=actor, source=source, reason_code=reason_code, reason=reason,
                before=before.as_json(), after=after.as_json(), trace_id=trace_id)
         if after is before:
             text = (f"AlphaSniper: {action} by {actor} via {source} changed nothing — trading already "
@@ -213,7 +227,7 @@ def config_update(*, changes: dict[str, Any], actor: str, source: str, reason_co
                 row.value, row.version, row.updated_by = new, row.version + 1, actor.strip()
                 row.save(update_fields=["value", "version", "updated_by", "updated_at"])
             changed[key] = {"before": old, "after": new}
-        audit = _audit(action="config.update", actor=actor, source=source, reason_code=reason_code, reason=reason,
+        audit = audit_record(action="config.update", actor=actor, source=source, reason_code=reason_code, reason=reason,
                        before=before, after=after, trace_id=trace_id)
         version = config_version()
         if changed:

@@ -1,9 +1,15 @@
 """Emergency exit: halt, cancel every open order of ours, flatten, and report what is left.
 
 Idempotent: a second call finds nothing open and nothing to sell, and places nothing. Every
-order it places goes through the same lifecycle as the strategy's (deterministic client ids,
-events, the unknown-outcome rules), so a crash or a double click cannot sell twice. It runs
-synchronously — an operator wants to see what is left on the venue when the call returns.
+order it places goes through the one door (``orders.order_place``: deterministic client ids,
+events, the unknown-outcome rules), so a crash or a double click cannot sell twice. Venue calls
+can take 20 s each, so the API runs it as a Celery task (``trading.emergency_exit``) where no
+web-server timeout can kill it half way; the report is written as an audit row
+(``emergency_exit.report``) that the API returns, or that the operator fetches by trace id.
+
+"Flat" is a fact read back from the venue, never assumed: the holdings in scope are below dust
+(what the venue would refuse to sell), nothing of ours is in flight, and the read-back
+succeeded. Anything else is reported (``flat: false``) and the CLI exits non-zero.
 
 What "flatten" sells:
 * by default, the positions the system opened: for each base asset, what our own fills say we
@@ -15,15 +21,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 from django.db import transaction
+from django.db.models.functions import Now
 
-from trading.client_ids import is_ours, make_client_order_id
+# Pure arithmetic (no ORM, no I/O) shared with the strategy's sizing: one rounding to the lot step.
+from strategy.engines.sizing import round_to_step
+from trading.client_ids import is_ours
 from trading.exchanges.base import ExchangeGateway, MarketRules
 from trading.exchanges.errors import OrderNotFoundError, VenueError
-from trading.models import TERMINAL_STATUSES, AuditLog, Order, OrderEvent, OrderStatus
+from trading.models import TERMINAL_STATUSES, EmergencyExitRun, Order, OrderEvent, OrderStatus
 from trading.services import lifecycle
+from trading.services.control import audit_record
+from trading.services.orders import order_place
 from trading.services.reconciliation import expected_holdings
 from trading.services.submission import order_resolve, order_submit
 
@@ -40,7 +51,8 @@ class EmergencyExitReport:
     remaining: dict[str, str] = field(default_factory=dict)        # asset -> quantity still held
     unresolved_orders: list[str] = field(default_factory=list)     # outcome still unknown: operator attention
     errors: list[str] = field(default_factory=list)
-    already_flat: bool = False
+    flat: bool = False                # read back: nothing in scope above dust, nothing in flight, no error
+    already_flat: bool = False        # flat, and this call had nothing to cancel or sell
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,10 +74,21 @@ def emergency_exit(*, actor: str, source: str, reason_code: str, reason: str, fl
     _cancel_open_orders(gateway, universe, report)
     _flatten(gateway, flatten_all=flatten_all, trace_id=trace_id, report=report)
     _read_back(gateway, flatten_all=flatten_all, report=report)
-    report.already_flat = not report.canceled_orders and not report.exit_orders
-    _notify(actor=actor, source=source, reason_code=reason_code, trace_id=trace_id, report=report)
+    report.flat = not report.remaining and not report.unresolved_orders and not report.errors
+    report.already_flat = report.flat and not report.canceled_orders and not report.exit_orders
+    with transaction.atomic():
+        EmergencyExitRun.objects.filter(trace_id=trace_id).update(report=report.as_dict(), finished_at=Now())
+        _notify(actor=actor, source=source, reason_code=reason_code, trace_id=trace_id, report=report)
     log.info("emergency exit done: %s", report.as_dict())
     return report
+
+
+def emergency_exit_report(*, trace_id: str) -> tuple[str, dict | None]:
+    """("done", report) | ("running", None) | ("unknown", None) for this trace id."""
+    run = EmergencyExitRun.objects.filter(trace_id=trace_id).first()
+    if run is None:
+        return "unknown", None
+    return ("done", run.report) if run.finished_at else ("running", None)
 
 
 def _halt_and_audit(*, actor: str, source: str, reason_code: str, reason: str, trace_id: str, flatten_all: bool,
@@ -77,9 +100,10 @@ def _halt_and_audit(*, actor: str, source: str, reason_code: str, reason: str, t
 
     with transaction.atomic():
         halt_set(halted=True, actor=actor, source=source, reason_code=reason_code, reason=reason, trace_id=trace_id)
-        AuditLog.objects.create(actor=actor, source=source, action="emergency_exit", reason_code=reason_code,
-                                reason=reason, before={"halt": halt_before},
-                                after={"halted": True, "flatten_all": flatten_all}, trace_id=trace_id)
+        EmergencyExitRun.objects.get_or_create(trace_id=trace_id, defaults={"actor": actor, "source": source})
+        audit_record(actor=actor, source=source, action="emergency_exit", reason_code=reason_code,
+                     reason=reason, before={"halt": halt_before},
+                     after={"halted": True, "flatten_all": flatten_all}, trace_id=trace_id)
 
 
 def _cancel_open_orders(gateway: ExchangeGateway, universe: set[str], report: EmergencyExitReport) -> None:
@@ -133,11 +157,14 @@ def _cancel_on_venue(gateway: ExchangeGateway, symbol: str, client_order_id: str
     report.canceled_orders.append(client_order_id)
 
 
+def _is_dust(rules: MarketRules, quantity: Decimal, price: Decimal) -> bool:
+    """Less than the venue would accept in one sell."""
+    return quantity < rules.min_qty or quantity * price < rules.min_notional
+
+
 def _sell_quantity(rules: MarketRules, wanted: Decimal, free: Decimal, price: Decimal) -> Decimal:
-    qty = (min(wanted, free) / rules.lot_step).to_integral_value(rounding=ROUND_DOWN) * rules.lot_step
-    if qty < rules.min_qty or qty * price < rules.min_notional:
-        return Decimal(0)     # dust: the venue would refuse it
-    return qty
+    qty = round_to_step(min(wanted, free), rules.lot_step)
+    return Decimal(0) if _is_dust(rules, qty, price) else qty
 
 
 def _flatten(gateway: ExchangeGateway, *, flatten_all: bool, trace_id: str, report: EmergencyExitReport) -> None:
@@ -168,12 +195,11 @@ def _flatten(gateway: ExchangeGateway, *, flatten_all: bool, trace_id: str, repo
             continue
         # The n-th emergency exit on this symbol: the same call retried computes the same id.
         attempt = Order.objects.filter(venue=venue, symbol=symbol, intent=Order.Intent.EMERGENCY_EXIT).count()
-        cid = make_client_order_id(strategy=STRATEGY, symbol=symbol, tick_id=f"emergency-{attempt}",
-                                   intent="emergency_exit")
-        order, _ = lifecycle.order_create(new=lifecycle.NewOrder(
-            client_order_id=cid, venue=venue, strategy=STRATEGY, symbol=symbol, side=Order.Side.SELL,
-            type=Order.Type.MARKET, intent=Order.Intent.EMERGENCY_EXIT, quantity=qty, trace_id=trace_id,
-            reason_code="EMERGENCY_EXIT"), source=OrderEvent.Source.OPERATOR, enqueue=False)
+        # Sent right here rather than enqueued: the report must say what became of each sell.
+        order, _ = order_place(venue=venue, strategy=STRATEGY, symbol=symbol, side=Order.Side.SELL,
+                               type=Order.Type.MARKET, intent=Order.Intent.EMERGENCY_EXIT, quantity=qty,
+                               trace_id=trace_id, tick_id=f"emergency-{attempt}", reason_code="EMERGENCY_EXIT",
+                               source=OrderEvent.Source.OPERATOR)
         order = order_submit(order_id=order.pk, gateway=gateway)
         report.exit_orders.append(order.client_order_id)
         if order.status == OrderStatus.SUBMIT_UNKNOWN:
@@ -183,27 +209,37 @@ def _flatten(gateway: ExchangeGateway, *, flatten_all: bool, trace_id: str, repo
 
 
 def _read_back(gateway: ExchangeGateway, *, flatten_all: bool, report: EmergencyExitReport) -> None:
+    """What is left on the venue, read back: every asset in scope still above dust."""
     try:
         balances = gateway.fetch_balances()
+        markets = gateway.load_markets()
     except VenueError as exc:
         report.errors.append(f"reading balances back: {exc}")
         return
     ours = expected_holdings(gateway.name)
     for asset, balance in sorted(balances.items()):
-        if asset == QUOTE or balance.total <= 0:
+        if asset == QUOTE or balance.total <= 0 or not (flatten_all or ours.get(asset, Decimal(0)) > 0):
             continue
-        if flatten_all or ours.get(asset, Decimal(0)) > 0:
-            report.remaining[asset] = format(balance.total.normalize(), "f")
+        rules = markets.get(f"{asset}/{QUOTE}")
+        try:
+            price = gateway.fetch_ticker(f"{asset}/{QUOTE}").last if rules else None
+        except VenueError as exc:
+            report.errors.append(f"price of {asset}: {exc}")
+            price = None
+        if rules is not None and price is not None and _is_dust(rules, balance.total, price):
+            continue
+        report.remaining[asset] = format(balance.total.normalize(), "f")
 
 
 def _notify(*, actor: str, source: str, reason_code: str, trace_id: str, report: EmergencyExitReport) -> None:
     from infra.telegram import telegram_enqueue
 
-    left = ", ".join(f"{a} {q}" for a, q in report.remaining.items()) or "nothing"
-    with transaction.atomic():
-        telegram_enqueue(
-            text=(f"EMERGENCY EXIT by {actor} via {source}: canceled {len(report.canceled_orders)} orders, "
-                  f"placed {len(report.exit_orders)} exit orders; left on the venue: {left}."
-                  + (f" Unresolved: {', '.join(report.unresolved_orders)}." if report.unresolved_orders else "")
-                  + f" reason_code={reason_code} trace_id={trace_id}"),
-            trace_id=trace_id, reason_code=reason_code)
+    left = ", ".join(f"{a} {q}" for a, q in report.remaining.items()) or "nothing above dust"
+    telegram_enqueue(
+        text=(f"EMERGENCY EXIT by {actor} via {source}: {'FLAT' if report.flat else 'NOT FLAT'}. Canceled "
+              f"{len(report.canceled_orders)} orders, placed {len(report.exit_orders)} exit orders; left on the "
+              f"venue: {left}."
+              + (f" Unresolved: {', '.join(report.unresolved_orders)}." if report.unresolved_orders else "")
+              + (f" Errors: {'; '.join(report.errors)}." if report.errors else "")
+              + f" reason_code={reason_code} trace_id={trace_id}"),
+        trace_id=trace_id, reason_code=reason_code)

@@ -10,17 +10,25 @@ reconciliation can call these freely.
        │           │  ▲         │              │
        │           ▼  │         └──────┬───────┴─► canceled / expired
        │      submit_unknown ──────────┘
-       └─► canceled (never sent)          submitted / submit_unknown ─► rejected
+       ├─► canceled (never sent)          submitted / submit_unknown ─► rejected
+       └─► expired (an entry past its candle period: never sent late)
+                                          submit_unknown ─► expired (an entry abandoned, not re-sent)
+
+Fills are facts, whatever the status: a trade that becomes visible after its order was
+canceled, expired or abandoned is still recorded, and ``fills_recorded`` tells the positions
+(a projection of fills) to catch up.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.dispatch import Signal
 
 from trading.exchanges.base import VenueOrder, VenueOrderStatus, VenueTrade
 from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
@@ -44,10 +52,19 @@ class EventType:
     STATUS_REPAIRED = "STATUS_REPAIRED"  # reconciliation put the projection back in line with the venue
     IMPORTED = "IMPORTED"                # reconciliation found our order on the venue, missing in the DB
     RESOLUTION_FAILED = "RESOLUTION_FAILED"
+    ENTRY_EXPIRED = "ENTRY_EXPIRED"      # pending -> expired: its candle period ended before it could be sent
+    ENTRY_ABANDONED = "ENTRY_ABANDONED"  # submit_unknown -> expired: past its period the venue never showed it
+    FEE_VALUED = "FEE_VALUED"            # a fee paid in a third asset, valued in quote at the fill's time
+
+
+# Sent on commit with ``order_id`` whenever new fills of an order were recorded. Positions are a
+# projection of their orders' fills; the strategy app listens and brings them up to date (the
+# lifecycle knows nothing of positions).
+fills_recorded = Signal()
 
 
 ALLOWED: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.SUBMITTED, S.CANCELED}),
+    S.PENDING: frozenset({S.SUBMITTED, S.CANCELED, S.EXPIRED}),
     S.SUBMITTED: frozenset({S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.REJECTED, S.SUBMIT_UNKNOWN, S.CANCELED,
                             S.EXPIRED, S.PENDING}),
     S.SUBMIT_UNKNOWN: frozenset({S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.REJECTED, S.CANCELED,
@@ -90,6 +107,7 @@ class NewOrder:
     tick_id: str = ""
     reason_code: str = ""
     stop_price: Decimal | None = None     # stop_market orders only
+    valid_until: datetime | None = None   # entries: not sent after this (the end of the signal's candle period)
 
 
 def _locked(order_id: int) -> Order:
@@ -121,10 +139,9 @@ def _transition(order: Order, to: str, *, event_type: str, source: str, trace_id
 
 # --- creation --------------------------------------------------------------------------------
 
-def order_create(
-    *, new: NewOrder, source: str = OrderEvent.Source.STRATEGY, enqueue: bool = True,
-) -> tuple[Order, bool]:
-    """Insert Order(PENDING) + CREATED in one transaction; enqueue the submit after commit.
+def order_create(*, new: NewOrder, source: str = OrderEvent.Source.STRATEGY) -> tuple[Order, bool]:
+    """Insert Order(PENDING) + CREATED in one transaction. Sending is not this module's business:
+    ``trading.services.orders.order_place`` (the one door) enqueues the send after commit.
 
     Returns (order, created). A second call with the same client id — a re-delivered task, a
     second worker, a second beat — returns the existing order and creates nothing.
@@ -139,28 +156,50 @@ def order_create(
                     client_order_id=new.client_order_id, venue=new.venue, strategy=new.strategy, symbol=new.symbol,
                     side=new.side, type=new.type, intent=new.intent, quantity=new.quantity, price=new.price,
                     stop_price=new.stop_price, tick_id=new.tick_id, trace_id=new.trace_id,
-                    reason_code=new.reason_code,
+                    reason_code=new.reason_code, valid_until=new.valid_until,
                 )
         except IntegrityError:
             return Order.objects.get(client_order_id=new.client_order_id), False
         _append(order, event_type=EventType.CREATED, source=source, trace_id=new.trace_id,
                 reason_code=new.reason_code, payload={"quantity": new.quantity, "price": new.price,
                                                       "stop_price": new.stop_price, "side": new.side,
-                                                      "type": new.type, "intent": new.intent})
-        if enqueue:
-            from trading.tasks import submit_order
-
-            order_id = order.pk
-            transaction.on_commit(lambda: submit_order.delay(order_id))
+                                                      "type": new.type, "intent": new.intent,
+                                                      "valid_until": new.valid_until and new.valid_until.isoformat()})
     return order, True
 
 
 # --- submission outcomes ---------------------------------------------------------------------
 
+def db_now() -> datetime:
+    """The database's clock: every time window of the order path is measured on it, so workers
+    with skewed clocks agree (event times are written by the database too)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0]
+
+
+def entry_send_veto(order: Order) -> str | None:
+    """Why an entry must not be sent now, or None: trading is halted (the committed halt, read
+    under the halt lock), or its signal's candle period is over. Exits, stops and emergency sells
+    are never held back. Runs inside the caller's transaction."""
+    if order.intent != Order.Intent.ENTRY:
+        return None
+    from trading.services.control import halt_state_committed
+
+    if order.valid_until is not None and db_now() >= order.valid_until:
+        return "SIGNAL_EXPIRED"
+    halt = halt_state_committed()
+    return "HALTED" if halt.halted else None
+
+
 def order_mark_submitting(*, order_id: int, source: str = OrderEvent.Source.SYSTEM,
                           expected_attempts: int | None = None) -> Order | None:
     """Claim the right to send. Only one caller wins: the row lock serialises them and only a
     pending or submit-unknown order may move to submitted. None means "do not send".
+
+    An entry is not claimed while trading is halted (it stays pending, and is sent if trading
+    resumes within its candle period) and a pending entry past its period is expired instead:
+    a signal is never acted on late (ARCHITECTURE invariant 9).
 
     A re-send (from submit-unknown) must pass ``expected_attempts``: the attempt count it saw
     when it asked the venue whether the order exists. If anyone sent in the meantime, the
@@ -172,21 +211,51 @@ def order_mark_submitting(*, order_id: int, source: str = OrderEvent.Source.SYST
             return None
         if order.status == S.SUBMIT_UNKNOWN and order.submit_attempts != expected_attempts:
             return None
+        veto = entry_send_veto(order)
+        if veto == "SIGNAL_EXPIRED" and order.status == S.PENDING:
+            _transition(order, S.EXPIRED, event_type=EventType.ENTRY_EXPIRED, source=source,
+                        reason_code="SIGNAL_EXPIRED",
+                        payload={"valid_until": order.valid_until, "detail": "not sent within its candle period"})
+            return None
+        if veto is not None:
+            return None
         _transition(order, S.SUBMITTED, event_type=EventType.SUBMITTING, source=source,
                     payload={"attempt": order.submit_attempts + 1}, submit_attempts=order.submit_attempts + 1)
         return order
 
 
-def order_mark_send_deferred(*, order_id: int, detail: str) -> Order:
+def order_mark_send_deferred(*, order_id: int, detail: str, reason_code: str = "RATE_LIMIT_HELD_BACK") -> Order:
     """Undo a claim whose send provably never left this process (the shared rate-limit budget
-    held it back), so it is sent later like any pending order. Only for that certainty: any
-    doubt about whether bytes reached the venue means ``submit_unknown``."""
+    held it back, or the sender's last look vetoed it). The order goes back to where the claim
+    took it from — pending, or submit-unknown for a re-send, which must ask the venue again
+    before any other send — and the attempt is given back: only real sends count against the
+    re-send budget. Only for that certainty: any doubt about whether bytes reached the venue
+    means ``submit_unknown``."""
     with transaction.atomic():
         order = _locked(order_id)
         if order.status != S.SUBMITTED:
             return order
-        _transition(order, S.PENDING, event_type=EventType.SEND_DEFERRED, source=OrderEvent.Source.SYSTEM,
-                    reason_code="RATE_LIMIT_HELD_BACK", payload={"detail": detail})
+        claim = order.events.filter(event_type=EventType.SUBMITTING).order_by("-id").values_list(
+            "payload", flat=True).first() or {}
+        back_to = S.SUBMIT_UNKNOWN if claim.get("from") == S.SUBMIT_UNKNOWN else S.PENDING
+        _transition(order, back_to, event_type=EventType.SEND_DEFERRED, source=OrderEvent.Source.SYSTEM,
+                    reason_code=reason_code, payload={"detail": detail, "attempts": order.submit_attempts - 1},
+                    submit_attempts=order.submit_attempts - 1)
+        return order
+
+
+def order_mark_expired(*, order_id: int, reason_code: str, detail: str,
+                       source: str = OrderEvent.Source.SYSTEM) -> Order:
+    """An entry that will never be sent: pending past its candle period (ENTRY_EXPIRED), or of
+    unknown outcome past it with the venue showing nothing after the grace window
+    (ENTRY_ABANDONED). If it surfaces on the venue after all, its fills are still recorded."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order.status not in (S.PENDING, S.SUBMIT_UNKNOWN):
+            return order
+        event_type = EventType.ENTRY_EXPIRED if order.status == S.PENDING else EventType.ENTRY_ABANDONED
+        _transition(order, S.EXPIRED, event_type=event_type, source=source, reason_code=reason_code,
+                    payload={"valid_until": order.valid_until, "detail": detail})
         return order
 
 
@@ -219,9 +288,17 @@ def order_apply_venue_order(*, order_id: int, venue_order: VenueOrder, source: s
     time, with the venue's trade id, through ``order_record_fill``."""
     with transaction.atomic():
         order = _locked(order_id)
+        learned = []
         if order.venue_order_id is None and venue_order.venue_order_id:
             order.venue_order_id = venue_order.venue_order_id
-            order.save(update_fields=["venue_order_id", "updated_at"])
+            learned.append("venue_order_id")
+        if venue_order.filled_quantity > order.venue_filled_quantity:
+            # The venue's order query can run ahead of its trade list: remember what it said, so
+            # reconciliation keeps looking for the trades until they are all recorded.
+            order.venue_filled_quantity = venue_order.filled_quantity
+            learned.append("venue_filled_quantity")
+        if learned:
+            order.save(update_fields=[*learned, "updated_at"])
         terminal = _VENUE_TERMINAL.get(venue_order.status)
         snapshot = {"venue_order_id": venue_order.venue_order_id, "venue_status": venue_order.status,
                     "venue_filled_quantity": venue_order.filled_quantity, "venue": venue_order.raw}
@@ -270,13 +347,22 @@ def order_record_fills(*, order_id: int, trades: list[VenueTrade], source: str) 
         if order.status in (S.SUBMITTED, S.SUBMIT_UNKNOWN):
             _transition(order, S.ACCEPTED, event_type=EventType.ACCEPTED, source=source,
                         payload={"venue_order_id": new[0][1].venue_order_id, "implied_by_trade": new[0][1].trade_id})
-        base = order.symbol.split("/")[0]
+        base, quote = order.symbol.split("/")
         events = []
         for key, trade in new:
             order.filled_quantity += trade.quantity
             order.filled_quote += trade.price * trade.quantity
-            # A fee charged in the base asset (a buy on Binance) is valued at the trade price.
-            order.fee_quote += trade.fee * trade.price if trade.fee_asset == base else trade.fee
+            if trade.fee_asset in (None, "", quote):
+                order.fee_quote += trade.fee
+            elif trade.fee_asset == base:
+                # A fee charged in the base asset (a buy on Binance) is worth the trade price.
+                order.fee_quote += trade.fee * trade.price
+            elif trade.fee:
+                # A third asset (BNB): never counted as quote. Kept unvalued until
+                # ``trading.services.fees`` values it at the venue's price of the fill's time.
+                unvalued = dict(order.fee_unvalued)
+                unvalued[trade.fee_asset] = str(Decimal(unvalued.get(trade.fee_asset, "0")) + trade.fee)
+                order.fee_unvalued = unvalued
             order.venue_order_id = order.venue_order_id or trade.venue_order_id
             payload = {"trade_id": trade.trade_id, "price": trade.price, "quantity": trade.quantity,
                        "fee": trade.fee, "fee_asset": trade.fee_asset, "timestamp_ms": trade.timestamp_ms,
@@ -285,15 +371,47 @@ def order_record_fills(*, order_id: int, trades: list[VenueTrade], source: str) 
                 to = S.FILLED if order.filled_quantity >= order.quantity else S.PARTIALLY_FILLED
                 payload = {"from": order.status, "to": to, **payload}
                 order.status = to
-            elif order.status != S.CANCELED:
+            elif order.status not in (S.CANCELED, S.EXPIRED):
                 log.warning("trade %s for %s arrived in status %s", trade.trade_id, order.client_order_id,
                             order.status)
             events.append(OrderEvent(order=order, event_type=EventType.FILL, source=source,
                                      payload=_jsonable(payload), trace_id=order.trace_id, idempotency_key=key))
         OrderEvent.objects.bulk_create(events)
-        order.save(update_fields=["status", "filled_quantity", "filled_quote", "fee_quote", "venue_order_id",
-                                  "updated_at"])
+        order.venue_filled_quantity = max(order.venue_filled_quantity, order.filled_quantity)
+        order.save(update_fields=["status", "filled_quantity", "filled_quote", "fee_quote", "fee_unvalued",
+                                  "venue_order_id", "venue_filled_quantity", "updated_at"])
+        qty = sum((t.quantity for _, t in new), Decimal(0))
+        avg = sum((t.price * t.quantity for _, t in new), Decimal(0)) / qty if qty else Decimal(0)
+        log.info("fill %s %s %s @ %s (%d trade(s)); order %s is %s", order.side, _plain(qty), order.symbol,
+                 _plain(avg), len(events), order.client_order_id, order.status)
+        transaction.on_commit(lambda: fills_recorded.send(sender=Order, order_id=order_id))
         return len(events)
+
+
+def order_value_fee(*, order_id: int, fill_key: str, asset: str, amount: Decimal, price: Decimal,
+                    price_source: str) -> bool:
+    """Value a fee paid in a third asset: ``amount`` of ``asset`` at ``price`` (quote per unit,
+    the venue's price at the fill's time) moves from ``fee_unvalued`` into ``fee_quote``.
+    Idempotent per fill: True if it was valued now."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        key = f"{fill_key}:fee"
+        if OrderEvent.objects.filter(idempotency_key=key).exists():
+            return False
+        left = Decimal(order.fee_unvalued.get(asset, "0")) - amount
+        unvalued = {a: v for a, v in order.fee_unvalued.items() if a != asset}
+        if left > 0:
+            unvalued[asset] = str(left)
+        value = amount * price
+        _append(order, event_type=EventType.FEE_VALUED, source=OrderEvent.Source.SYSTEM, trace_id=order.trace_id,
+                reason_code="FEE_IN_THIRD_ASSET", idempotency_key=key,
+                payload={"fill": fill_key, "asset": asset, "amount": amount, "price": price, "value": value,
+                         "price_source": price_source})
+        order.fee_quote += value
+        order.fee_unvalued = unvalued
+        order.save(update_fields=["fee_quote", "fee_unvalued", "updated_at"])
+    transaction.on_commit(lambda: fills_recorded.send(sender=Order, order_id=order_id))
+    return True
 
 
 def order_mark_imported(*, order_id: int, venue_order: VenueOrder) -> Order:
@@ -348,6 +466,10 @@ def order_repair_status(*, order_id: int, to: str, reason_code: str, payload: di
         order.status = to
         order.save(update_fields=["status", "updated_at"])
         return order
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.quantize(Decimal("1e-12")).normalize(), "f")
 
 
 def _jsonable(value: Any) -> Any:

@@ -5,7 +5,10 @@ once per order, then looks up individually only the few orders whose state it ca
 from those two answers (an order of ours that is no longer open, an order whose venue id we
 never learned). What it finds is written through the lifecycle with ``source=reconciliation``:
 
-* fills we missed (idempotent by venue trade id),
+* fills we missed (idempotent by venue trade id) — however late the venue shows them: an order
+  whose venue-reported filled quantity exceeds its recorded fills keeps its symbol's trades
+  being read from the order's creation until they are all there, whatever its status,
+* fees paid in a third asset that could not be valued yet (``trading.services.fees``),
 * acceptances and cancels / expiries we missed,
 * orders that carry our client-id prefix on the venue but are missing from the DB (imported),
 * an ``orders.status`` that disagrees with the order's own event stream (repaired, with a
@@ -20,21 +23,25 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
 from django.db import connection, transaction
+from django.db.models import F
 
-from infra.clock import datetime_to_ms, now_ms, now_utc
+from infra.clock import datetime_to_ms, now_ms
+from infra.logging import new_trace_id
 from infra.redis import get_redis, key
+from infra.telegram import telegram_enqueue
 from trading.client_ids import PREFIX, is_ours
 from trading.exchanges.base import ExchangeGateway, VenueOrder, VenueTrade
 from trading.exchanges.errors import VenueError
 from trading.models import TERMINAL_STATUSES, AuditLog, Order, OrderEvent, OrderStatus
 from trading.services import lifecycle
+from trading.services.control import audit_record
+from trading.services.fees import fees_value
 from trading.services.lifecycle import EventType
-from trading.services.submission import STALE_SUBMITTED, order_sync_fills
+from trading.services.submission import order_sync_fills, send_may_be_in_flight
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class ReconcileReport:
     venue_requests: int = 0
     imported: list[str] = field(default_factory=list)
     fills_added: int = 0
+    fees_valued: int = 0
     acceptances: int = 0
     closed: int = 0
     statuses_repaired: list[str] = field(default_factory=list)
@@ -59,19 +67,17 @@ class ReconcileReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.imported or self.fills_added or self.acceptances or self.closed or self.statuses_repaired)
+        return bool(self.imported or self.fills_added or self.acceptances or self.closed or self.statuses_repaired
+                    or self.fees_valued)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def _universe() -> list[str]:
-    try:
-        from trading.config_schema import config_get
+    from trading.config_schema import config_get
 
-        return list(config_get().universe)
-    except ImportError:
-        return []
+    return list(config_get().universe)
 
 
 def reconcile(*, gateway: ExchangeGateway, symbols: list[str] | None = None, full: bool = True) -> ReconcileReport:
@@ -92,6 +98,7 @@ def reconcile(*, gateway: ExchangeGateway, symbols: list[str] | None = None, ful
             # One symbol the venue cannot answer for must not leave every other one unchecked.
             report.errors[symbol] = str(exc)
             log.warning("reconciliation skipped %s: %s", symbol, exc)
+    report.fees_valued = fees_value(gateway=gateway)
     try:
         _check_drift(gateway, report)
     except VenueError as exc:
@@ -149,11 +156,18 @@ def _reconcile_symbol(gateway: ExchangeGateway, symbol: str, report: ReconcileRe
     closed_there = (Order.objects.filter(venue=venue, symbol=symbol)
                     .exclude(status__in=[*TERMINAL_STATUSES, OrderStatus.PENDING])
                     .exclude(client_order_id__in=list(ours_open)).exists())
+    # Trades the venue owes us: it said an order of ours filled more than we have trades for (its
+    # trade list lags its order query). Read from that order's creation, however long ago, until
+    # they are all recorded - a trade that shows up late carries its (old) execution time.
+    owed_since = (Order.objects.filter(venue=venue, symbol=symbol, venue_filled_quantity__gt=F("filled_quantity"))
+                  .order_by("created_at").values_list("created_at", flat=True).first())
     trades: list[VenueTrade] = []
-    read_trades = full or fills_differ or closed_there
+    read_trades = full or fills_differ or closed_there or owed_since is not None
     if read_trades:
         cursor_raw = get_redis().get(_cursor_key(venue, symbol))
         since = int(cursor_raw) if cursor_raw else now_ms() - DEFAULT_LOOKBACK_MS
+        if owed_since is not None:
+            since = min(since, datetime_to_ms(owed_since) - CURSOR_OVERLAP_MS)
         trades = gateway.fetch_my_trades(symbol, since_ms=since)
         report.venue_requests += 1
 
@@ -201,8 +215,8 @@ def _reconcile_symbol(gateway: ExchangeGateway, symbol: str, report: ReconcileRe
 
 
 def _settled(order: Order) -> bool:
-    """False for an order whose send may still be in flight."""
-    return order.status != OrderStatus.SUBMITTED or order.updated_at < now_utc() - STALE_SUBMITTED
+    """False for an order whose send may still be in flight (database time)."""
+    return not send_may_be_in_flight(order)
 
 
 def _apply_trades(gateway: ExchangeGateway, symbol: str, trades: list[VenueTrade], report: ReconcileReport) -> None:
@@ -252,14 +266,14 @@ def _import(venue_order: VenueOrder, *, venue: str, report: ReconcileReport) -> 
     older backup). Create it as the venue shows it; its fills follow through trades."""
     cid = venue_order.client_order_id or ""
     strategy = cid[len(PREFIX):].split("-", 1)[0] if cid.startswith(PREFIX) else "unknown"
-    trace_id = secrets.token_hex(8)
+    trace_id = new_trace_id()
     with transaction.atomic():
         order, created = lifecycle.order_create(new=lifecycle.NewOrder(
             client_order_id=cid, venue=venue, strategy=strategy[:32], symbol=venue_order.symbol,
             side=venue_order.side, type=venue_order.type, intent=Order.Intent.IMPORTED,
             quantity=venue_order.quantity, price=venue_order.price, stop_price=venue_order.stop_price,
             trace_id=trace_id,
-            reason_code="IMPORTED_FROM_VENUE"), source=SOURCE, enqueue=False)
+            reason_code="IMPORTED_FROM_VENUE"), source=SOURCE)
         if created:
             lifecycle.order_mark_imported(order_id=order.pk, venue_order=venue_order)
     if created:
@@ -311,16 +325,12 @@ def _check_drift(gateway: ExchangeGateway, report: ReconcileReport) -> None:
     get_redis().set(drift_key, signature)
     if not report.drift:
         return
-    trace_id = secrets.token_hex(8)
+    trace_id = new_trace_id()
+    assets = ", ".join(f"{d['asset']} expected {d['expected']} on venue {d['on_venue']}" for d in report.drift)
     with transaction.atomic():
-        AuditLog.objects.create(actor="reconciliation", source=AuditLog.Source.SYSTEM, action="balance_drift",
-                                reason_code="BALANCE_DRIFT", reason="venue holds less than our fills say",
-                                before=None, after={"drift": report.drift}, trace_id=trace_id)
-        try:
-            from infra.telegram import telegram_enqueue
-        except ImportError:
-            return
-        assets = ", ".join(f"{d['asset']} expected {d['expected']} on venue {d['on_venue']}" for d in report.drift)
+        audit_record(actor="reconciliation", source=AuditLog.Source.SYSTEM, action="balance_drift",
+                     reason_code="BALANCE_DRIFT", reason="venue holds less than our fills say",
+                     before=None, after={"drift": report.drift}, trace_id=trace_id)
         telegram_enqueue(text=f"BALANCE DRIFT on {gateway.name}: {assets}. reason_code=BALANCE_DRIFT "
                               f"trace_id={trace_id}", trace_id=trace_id, reason_code="BALANCE_DRIFT")
 

@@ -1,11 +1,23 @@
-"""Sending an order, and finding out what happened when we could not tell (invariants 1 and 2).
+"""Sending an order, and finding out what happened when we could not tell (invariants 1, 2, 9).
 
 The send is always preceded by a committed claim (pending -> submitted) so that exactly one
 caller sends and a crash leaves a trace. Whatever the venue answers is recorded; when it
 answers nothing we can trust (timeout, 5xx, dropped connection, rate limit on the write), the
 order becomes ``submit_unknown`` and is resolved by asking the venue for our client id — and
-only when the venue still has no such order after a grace window is it sent again, with the
-same client id.
+only when the venue still has no such order a grace window after the unknown outcome is it sent
+again, with the same client id.
+
+Why the grace window is long and counted from the unknown outcome, in database time: a venue
+can make an order visible seconds after it answered a timeout (Binance -1007 "execution status
+unknown"), and Binance de-duplicates ``newClientOrderId`` only among *open* orders — a market
+order that has already filled is forgotten, so re-sending it too early buys twice. One send may
+itself take ~20 s (the rate limiter's wait plus ccxt's timeout), so a window counted from the
+claim could be over before the outcome is even known.
+
+An entry is different from an exit: its signal is worth acting on only within its candle
+period. Past ``valid_until`` an entry is never sent (pending -> expired) and an entry of unknown
+outcome is abandoned (-> expired, ENTRY_ABANDONED) instead of re-sent. Exits keep resolving and
+re-sending with the same id, however long it takes.
 """
 
 from __future__ import annotations
@@ -14,33 +26,38 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db.models import Max
+from django.db import connection, transaction
+from django.db.models import Max, Q
+from django.db.models.functions import Now
 
-from infra.clock import datetime_to_ms, now_utc
+from infra.clock import datetime_to_ms
 from infra.faults import crash_point
 from infra.logging import trace_context
-from trading.exchanges.base import ExchangeGateway, OrderRequest, OrderType, Side, VenueOrder, VenueOrderStatus
+from infra.telegram import telegram_enqueue
+from trading.exchanges.base import (
+    ExchangeGateway,
+    OrderRequest,
+    OrderType,
+    Side,
+    VenueOrder,
+    VenueOrderStatus,
+    last_look,
+)
 from trading.exchanges.errors import (
     AuthError,
     DuplicateClientOrderIdError,
     RateLimitHeldBackError,
     RejectedError,
+    SendVetoedError,
     VenueError,
 )
-from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
+from trading.models import Order, OrderEvent, OrderStatus
+from trading.order_timing import MAX_SUBMIT_ATTEMPTS, RESEND_GRACE, STALE_PENDING, STALE_SUBMITTED
 from trading.services import lifecycle
+from trading.services.fees import fees_value
 from trading.services.lifecycle import EventType
 
 log = logging.getLogger(__name__)
-
-# A venue may take a moment to show an order it accepted; don't re-send before this.
-RESOLVE_GRACE = timedelta(seconds=5)
-# No send lives longer than ccxt's timeout plus the task's soft limit: a "submitted" order
-# older than this was orphaned by a crash.
-STALE_SUBMITTED = timedelta(seconds=30)
-# A pending order whose submit task was lost (broker down at commit, crash) is re-enqueued.
-STALE_PENDING = timedelta(seconds=10)
-MAX_SUBMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,13 @@ def _request(order: Order) -> OrderRequest:
                         stop_price=order.stop_price)
 
 
+def _entry_last_look(order_id: int) -> str | None:
+    """Run after the rate limiter's wait, just before an entry leaves: halted or expired since
+    the claim means it must not go (ARCHITECTURE invariant 9)."""
+    with transaction.atomic():
+        return lifecycle.entry_send_veto(Order.objects.get(pk=order_id))
+
+
 def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attempts: int | None = None) -> Order:
     """Send the order once. Safe to call any number of times, from any number of workers.
 
@@ -64,11 +88,13 @@ def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attemp
     venue (``resend_after_attempts``)."""
     order = lifecycle.order_mark_submitting(order_id=order_id, expected_attempts=resend_after_attempts)
     if order is None:
-        return Order.objects.get(pk=order_id)   # already sent, or canceled before sending
+        return Order.objects.get(pk=order_id)   # already sent, canceled, expired, or an entry held by a halt
     with trace_context(order.trace_id):
         crash_point("before_send")
+        check = (lambda: _entry_last_look(order_id)) if order.intent == Order.Intent.ENTRY else None
         try:
-            venue_order = gateway.create_order(_request(order))
+            with last_look(check):
+                venue_order = gateway.create_order(_request(order))
         except DuplicateClientOrderIdError:
             # The venue already has our id: an earlier send got through. Learn what it has.
             log.info("venue already has %s; resolving instead of re-sending", order.client_order_id)
@@ -76,6 +102,9 @@ def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attemp
                                                 reason_code="DUPLICATE_CLIENT_ID")
             order_resolve(order_id=order_id, gateway=gateway)
             return Order.objects.get(pk=order_id)
+        except SendVetoedError as exc:
+            log.info("entry %s not sent: %s", order.client_order_id, exc.message)
+            return lifecycle.order_mark_send_deferred(order_id=order_id, detail=str(exc), reason_code=exc.message)
         except RateLimitHeldBackError as exc:
             log.info("order %s held back by the shared rate limit: %s", order.client_order_id, exc)
             return lifecycle.order_mark_send_deferred(order_id=order_id, detail=str(exc))
@@ -96,8 +125,16 @@ def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attemp
             venue_order = _refetch(gateway, order, venue_order)
         order = order_record_venue_state(order_id=order_id, venue_order=venue_order, gateway=gateway,
                                          source=OrderEvent.Source.VENUE)
-        log.info("order %s %s", order.client_order_id, order.status)
+        log.info("order %s %s %s %s: %s", order.side, order.quantity.normalize(), order.symbol,
+                 order.client_order_id, order.status)
         return order
+
+
+def held_back_for_rate_limit(order: Order) -> bool:
+    """The order is pending again because our own rate limiter held its send back (so the
+    submit task should come back soon), not because a halt holds an entry."""
+    last = order.events.order_by("-id").values_list("event_type", "reason_code").first()
+    return order.status == OrderStatus.PENDING and last == (EventType.SEND_DEFERRED, "RATE_LIMIT_HELD_BACK")
 
 
 def _refetch(gateway: ExchangeGateway, order: Order, acknowledged: VenueOrder) -> VenueOrder:
@@ -110,34 +147,57 @@ def _refetch(gateway: ExchangeGateway, order: Order, acknowledged: VenueOrder) -
 
 def order_record_venue_state(*, order_id: int, venue_order: VenueOrder, gateway: ExchangeGateway,
                              source: str) -> Order:
-    """Apply the venue's view of the order, then pull its trades if the venue reports fills we lack."""
+    """Apply the venue's view of the order, then pull its trades if the venue reports fills we
+    lack. The order's state is recorded first; if the trades cannot be read now, the order
+    remembers the venue's filled quantity and reconciliation reads them later."""
     crash_point("before_accept_commit")
     order = lifecycle.order_apply_venue_order(order_id=order_id, venue_order=venue_order, source=source)
     crash_point("after_accept_commit")
     if venue_order.filled_quantity > order.filled_quantity:
-        order_sync_fills(order=order, gateway=gateway, source=source)
+        try:
+            order_sync_fills(order=order, gateway=gateway, source=source)
+        except VenueError as exc:
+            log.warning("could not read the trades of %s now (%s); reconciliation will", order.client_order_id, exc)
         order.refresh_from_db()
     return order
 
 
 def order_sync_fills(*, order: Order, gateway: ExchangeGateway, source: str) -> int:
-    """Record every venue trade of this order (idempotent by trade id). Returns how many were new."""
+    """Record every venue trade of this order (idempotent by trade id) and value any fee paid in
+    a third asset. Returns how many trades were new."""
     since = datetime_to_ms(order.created_at) - 60_000
     ours = [t for t in gateway.fetch_my_trades(order.symbol, since_ms=since)
             if t.client_order_id == order.client_order_id
             or (order.venue_order_id and t.venue_order_id == order.venue_order_id)]
-    return lifecycle.order_record_fills(order_id=order.pk, trades=ours, source=source)
+    added = lifecycle.order_record_fills(order_id=order.pk, trades=ours, source=source)
+    if added:
+        fees_value(gateway=gateway, order_ids=[order.pk])
+    return added
 
 
-def _last_send_at(order: Order):
-    return order.events.filter(event_type=EventType.SUBMITTING).aggregate(t=Max("created_at"))["t"]
+def seconds_since(order_id: int, *event_types: str) -> float | None:
+    """Database time since the order's last event of these types (None: there is none)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT EXTRACT(EPOCH FROM now() - max(created_at)) FROM order_events "
+                    "WHERE order_id = %s AND event_type = ANY(%s)", [order_id, list(event_types)])
+        value = cur.fetchone()[0]
+    return None if value is None else float(value)
+
+
+def send_may_be_in_flight(order: Order, *, stale: timedelta = STALE_SUBMITTED) -> bool:
+    """A submitted order whose claim is younger than the longest send (database time)."""
+    if order.status != OrderStatus.SUBMITTED:
+        return False
+    age = seconds_since(order.pk, EventType.SUBMITTING)
+    return age is None or age < stale.total_seconds()
 
 
 def order_resolve(*, order_id: int, gateway: ExchangeGateway, max_attempts: int = MAX_SUBMIT_ATTEMPTS,
-                  grace: timedelta = RESOLVE_GRACE) -> ResolveOutcome:
-    """Resolve a submit-unknown order: ask the venue by client id first; re-send the same id
-    only when the venue has had time to show it and still has none; give up (loudly) after
-    ``max_attempts`` sends, leaving the order unknown and its symbol blocked for entries."""
+                  grace: timedelta = RESEND_GRACE) -> ResolveOutcome:
+    """Resolve a submit-unknown order: ask the venue by client id first. If the venue has none,
+    wait until ``grace`` has passed since the unknown outcome (database time), then: abandon an
+    entry whose candle period is over, or re-send the same id. An entry stops re-sending after
+    ``max_attempts`` sends (it is blocked and an operator alerted); an exit never stops."""
     order = Order.objects.get(pk=order_id)
     if order.status != OrderStatus.SUBMIT_UNKNOWN:
         return ResolveOutcome(order.status)
@@ -148,50 +208,66 @@ def order_resolve(*, order_id: int, gateway: ExchangeGateway, max_attempts: int 
                                              source=OrderEvent.Source.RECONCILIATION)
             log.info("resolved %s: the venue has it (%s)", order.client_order_id, order.status)
             return ResolveOutcome(order.status)
-        last_send = _last_send_at(order)
-        waited = now_utc() - last_send if last_send else grace
-        if waited < grace:
-            return ResolveOutcome(order.status, retry_in_s=(grace - waited).total_seconds() + 0.1)
+        waited = seconds_since(order_id, EventType.SUBMIT_UNKNOWN)
+        waited = grace.total_seconds() if waited is None else waited
+        if waited < grace.total_seconds():
+            return ResolveOutcome(order.status, retry_in_s=grace.total_seconds() - waited + 0.1)
+        entry = order.intent == Order.Intent.ENTRY
+        if entry and order.valid_until is not None and lifecycle.db_now() >= order.valid_until:
+            order = lifecycle.order_mark_expired(
+                order_id=order_id, reason_code="SIGNAL_EXPIRED",
+                detail=(f"the venue showed no such order {waited:.0f}s after the unknown outcome and the entry's "
+                        f"candle period is over: abandoned, not re-sent"))
+            log.warning("entry %s abandoned: its signal expired with its outcome unknown", order.client_order_id)
+            return ResolveOutcome(order.status)
         if order.submit_attempts >= max_attempts:
             first = lifecycle.order_note(
                 order_id=order_id, event_type=EventType.RESOLUTION_FAILED, source=OrderEvent.Source.SYSTEM,
                 reason_code="SUBMIT_UNRESOLVED", idempotency_key=f"unresolved:{order.client_order_id}",
-                payload={"attempts": order.submit_attempts, "detail": "venue has no such order after every send"})
+                payload={"attempts": order.submit_attempts, "detail": "venue has no such order after every send",
+                         "resending": not entry})
             if first:
-                _alert_unresolved(order)
-            return ResolveOutcome(order.status)
-        log.info("venue has no %s after %.1fs: sending again with the same id", order.client_order_id,
-                 waited.total_seconds())
+                _alert_unresolved(order, resending=not entry)
+            if entry:
+                return ResolveOutcome(order.status)
+        log.info("venue has no %s %.1fs after the unknown outcome: sending again with the same id",
+                 order.client_order_id, waited)
         order = order_submit(order_id=order_id, gateway=gateway, resend_after_attempts=order.submit_attempts)
-        return ResolveOutcome(order.status, resent=True,
-                              retry_in_s=grace.total_seconds() if order.status == OrderStatus.SUBMIT_UNKNOWN
-                              else None)
+        retry = None
+        if order.status == OrderStatus.SUBMIT_UNKNOWN:
+            # Unknown again (ask again after a full grace), or held back by our rate limiter before
+            # anything was sent (ask again soon).
+            last = order.events.order_by("-id").values_list("event_type", flat=True).first()
+            retry = 5.0 if last == EventType.SEND_DEFERRED else grace.total_seconds()
+        return ResolveOutcome(order.status, resent=True, retry_in_s=retry)
 
 
-def _alert_unresolved(order: Order) -> None:
-    try:
-        from infra.telegram import telegram_enqueue
-    except ImportError:  # the Telegram outbox is optional wiring
-        return
+def _alert_unresolved(order: Order, *, resending: bool) -> None:
+    then = ("It keeps being re-sent with the same id (an exit)." if resending
+            else f"New entries on {order.symbol} are blocked.")
     telegram_enqueue(
         text=(f"ORDER UNRESOLVED {order.client_order_id} {order.side} {order.quantity} {order.symbol}: the venue "
-              f"has no such order after {order.submit_attempts} sends. New entries on {order.symbol} are blocked. "
+              f"has no such order after {order.submit_attempts} sends. {then} "
               f"reason_code=SUBMIT_UNRESOLVED trace_id={order.trace_id}"),
         trace_id=order.trace_id, reason_code="SUBMIT_UNRESOLVED")
 
 
-def orders_sweep() -> dict[str, list[int]]:
-    """Find orders a crash or a lost message left behind. Returns ids to (re)submit and resolve."""
-    now = now_utc()
-    stale_submitted = Order.objects.filter(status=OrderStatus.SUBMITTED, updated_at__lt=now - STALE_SUBMITTED)
-    for order_id in stale_submitted.values_list("pk", flat=True):
+def orders_sweep(*, stale_submitted: timedelta = STALE_SUBMITTED,
+                 stale_pending: timedelta = STALE_PENDING) -> dict[str, list[int]]:
+    """Find orders a crash or a lost message left behind (every age in database time). Returns
+    ids to (re)submit and resolve; pending entries past their candle period are expired here."""
+    orphaned = (Order.objects.filter(status=OrderStatus.SUBMITTED)
+                .annotate(claimed_at=Max("events__created_at", filter=Q(events__event_type=EventType.SUBMITTING)))
+                .filter(claimed_at__lt=Now() - stale_submitted).values_list("pk", flat=True))
+    for order_id in orphaned:
         lifecycle.order_mark_submit_unknown(order_id=order_id, error="send was orphaned (worker died mid-send)",
                                             reason_code="STALE_SUBMISSION")
-    pending = list(Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=now - STALE_PENDING)
-                   .values_list("pk", flat=True))
+    expired = Order.objects.filter(status=OrderStatus.PENDING, intent=Order.Intent.ENTRY, valid_until__lte=Now())
+    for order_id in expired.values_list("pk", flat=True):
+        lifecycle.order_mark_expired(order_id=order_id, reason_code="SIGNAL_EXPIRED",
+                                     detail="not sent within its candle period")
+    pending = list(Order.objects.filter(status=OrderStatus.PENDING)
+                   .annotate(created=Max("events__created_at", filter=Q(events__event_type=EventType.CREATED)))
+                   .filter(created__lt=Now() - stale_pending).values_list("pk", flat=True))
     unknown = list(Order.objects.filter(status=OrderStatus.SUBMIT_UNKNOWN).values_list("pk", flat=True))
     return {"submit": pending, "resolve": unknown}
-
-
-def open_order_ids() -> list[int]:
-    return list(Order.objects.exclude(status__in=TERMINAL_STATUSES).values_list("pk", flat=True))

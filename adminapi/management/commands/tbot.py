@@ -178,29 +178,20 @@ class Command(BaseCommand):
                                               trace_id=trace_id)
         except (control.OperatorInputError, ConfigValidationError) as exc:
             return self._fail_usage(exc.problems)
-        remaining = {k: str(v) for k, v in report.remaining.items()}
-        left = {k: v for k, v in remaining.items() if _nonzero(v)}
-        payload = {"ok": not left, "canceled_orders": list(report.canceled_orders),
-                   "exit_orders": list(report.exit_orders), "remaining": remaining,
-                   "already_flat": report.already_flat, "trace_id": trace_id}
+        payload = {"ok": report.flat, **report.as_dict(), "trace_id": trace_id}
+        verdict = ("already flat" if report.already_flat else "flat" if report.flat
+                   else "NOT FLAT - check what is left, the unresolved orders and the errors")
         text = "\n".join([
-            "emergency exit: " + ("already flat" if report.already_flat else "done"),
-            f"canceled orders: {', '.join(report.canceled_orders) or 'none'}",
-            f"exit orders:     {', '.join(report.exit_orders) or 'none'}",
-            f"remaining:       {', '.join(f'{k} {v}' for k, v in remaining.items()) or 'nothing'}",
-            f"trace_id:        {trace_id}",
+            f"emergency exit: {verdict}",
+            f"canceled orders:   {', '.join(report.canceled_orders) or 'none'}",
+            f"exit orders:       {', '.join(report.exit_orders) or 'none'}",
+            f"remaining:         {', '.join(f'{k} {v}' for k, v in report.remaining.items()) or 'nothing above dust'}",
+            f"unresolved orders: {', '.join(report.unresolved_orders) or 'none'}",
+            f"errors:            {'; '.join(report.errors) or 'none'}",
+            f"trace_id:          {trace_id}",
         ])
         self._emit(payload, text)
-        return EXIT_PROBLEMS if left else EXIT_OK
-
-
-def _nonzero(value: str) -> bool:
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        return Decimal(value) != 0
-    except InvalidOperation:
-        return True
+        return EXIT_OK if report.flat else EXIT_PROBLEMS
 
 
 def _database_problem() -> str | None:

@@ -1,0 +1,71 @@
+"""The one door for placing an order.
+
+Every order the system places — a tick's entry, a stop-monitor exit, an emergency sell —
+comes through ``order_place``: it derives the deterministic client id from the intent, commits
+``Order(pending)`` with its CREATED event (and, for an entry, against the committed halt state
+in the same transaction), and enqueues the send after commit. A re-send of an order whose
+outcome is unknown is not a new placement: ``submission.order_resolve`` re-sends the same order
+with the same id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+
+from trading.client_ids import make_client_order_id
+from trading.models import Order, OrderEvent
+from trading.services import lifecycle
+from trading.services.control import halt_state_committed
+
+
+class EntryRefused(Exception):
+    """An entry cannot be placed now (trading is halted). Nothing was written."""
+
+    def __init__(self, reason_code: str, detail: str) -> None:
+        super().__init__(f"{reason_code}: {detail}")
+        self.reason_code = reason_code
+        self.detail = detail
+
+
+def submit_enqueue(order_id: int, *, countdown: float | None = None) -> None:
+    """Queue the send of a committed order (the ``orders`` queue)."""
+    # Imported here, not at the top: tasks import the services, and the services must not need
+    # the task module to be importable (no lifecycle -> tasks -> submission -> lifecycle loop).
+    from trading.tasks import submit_order
+
+    if countdown is None:
+        submit_order.delay(order_id)
+    else:
+        submit_order.apply_async((order_id,), countdown=countdown)
+
+
+def order_place(*, venue: str, strategy: str, symbol: str, side: str, type: str, intent: str, quantity: Decimal,
+                trace_id: str, tick_id: str, client_intent: str | None = None, price: Decimal | None = None,
+                stop_price: Decimal | None = None, valid_until: datetime | None = None, reason_code: str = "",
+                source: str = OrderEvent.Source.STRATEGY, enqueue: bool = True) -> tuple[Order, bool]:
+    """Place one order of one intent. Returns (order, created).
+
+    The client id is ``make_client_order_id(strategy, symbol, tick_id, client_intent or intent)``:
+    the same intent computed twice — a re-delivered task, a second worker — finds the order
+    already there and places nothing. An entry is refused with ``EntryRefused`` when trading is
+    halted, decided against the committed halt inside this transaction (ARCHITECTURE invariant 9);
+    exits are never refused. ``enqueue=False`` is for a caller that sends the order itself right
+    after (the emergency exit, which reports each sell's outcome)."""
+    client_order_id = make_client_order_id(strategy=strategy, symbol=symbol, tick_id=tick_id,
+                                           intent=client_intent or intent)
+    new = lifecycle.NewOrder(client_order_id=client_order_id, venue=venue, strategy=strategy, symbol=symbol,
+                             side=side, type=type, intent=intent, quantity=quantity, trace_id=trace_id, price=price,
+                             tick_id=tick_id, reason_code=reason_code, stop_price=stop_price, valid_until=valid_until)
+    with transaction.atomic():
+        if intent == Order.Intent.ENTRY:
+            halt = halt_state_committed()
+            if halt.halted:
+                raise EntryRefused("HALTED", f"trading is halted ({halt.reason_code or 'no reason recorded'})")
+        order, created = lifecycle.order_create(new=new, source=source)
+        if created and enqueue:
+            order_id = order.pk
+            transaction.on_commit(lambda: submit_enqueue(order_id))
+    return order, created
