@@ -75,14 +75,16 @@ def resolve_until_settled(venue, order: Order, *, deadline_s: float = 5.0) -> Or
 
 def test_a_late_visible_filled_market_order_is_not_sent_again_on_binance(binance):
     # Given a market buy whose send takes a while and times out, and which the venue executes
-    # but shows only 0.3 s after the timeout (Binance -1007), and which is then already filled -
+    # but shows only 0.4 s after the timeout (Binance -1007), and which is then already filled -
     # so Binance has forgotten its client id and would accept a re-send as a new order.
-    binance.script_next_create("late", delay_s=0.3, slow_s=0.4)
+    binance.script_next_create("late", delay_s=0.8, slow_s=0.4)
     order = place(binance, tick="T1")
     # When it is sent and then resolved as the resolve task would
     order = order_submit(order_id=order.pk, gateway=binance)
     assert order.status == OrderStatus.SUBMIT_UNKNOWN
     order = resolve_until_settled(binance, order)
+    time.sleep(0.5)                                  # whatever was late has landed by now
+    reconcile(gateway=binance, symbols=[BTC])
     # Then the venue has exactly one order for that id, and we know it filled
     assert binance.orders_with_client_id(order.client_order_id) == 1
     assert order.status == OrderStatus.FILLED and order.filled_quantity == Decimal("0.01")
