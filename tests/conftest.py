@@ -51,8 +51,11 @@ def _isolated_redis():
     from django.conf import settings
 
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = 1 + int(worker.removeprefix("gw") or 0) % 14
-    base = settings.REDIS_URL.rsplit("/", 1)[0]
+    base, _, db = settings.REDIS_URL.rpartition("/")
+    # REDIS_URL's own database number (when not 0) is where this run starts, so two runs given
+    # different numbers on one server never share a broker queue or flush each other's keys.
+    first = int(db) if db.isdigit() and int(db) > 0 else 1
+    index = first + int(worker.removeprefix("gw") or 0) % 14
     settings.REDIS_URL = f"{base}/{index}"
     os.environ["REDIS_URL"] = settings.REDIS_URL
     from infra.redis import get_redis

@@ -203,3 +203,24 @@ def test_redis_down_fails_the_tick_closed(gw, settings):
     with pytest.raises(Exception, match="(?i)connect"):
         tick_run(tick_id=TICK, gateway=gw, now_ms=CLOSE + 1_000)
     assert not StrategyDecision.objects.exists() and not Order.objects.exists()
+
+
+def test_a_halt_that_commits_while_the_tick_runs_blocks_its_entries(gw, monkeypatch):
+    # Given the tick has read the halt state (running) and is about to write its entries ...
+    from strategy.services import tick as tick_module
+
+    read_context = tick_module._context
+
+    def context_then_an_emergency_halt(*args, **kwargs):
+        ctx = read_context(*args, **kwargs)
+        assert not ctx.halted
+        # ... when an operator's emergency exit halts trading at exactly that moment
+        trading_halt(actor="ops", source="api", reason_code="EMERGENCY", reason="flatten now", trace_id="em")
+        return ctx
+
+    monkeypatch.setattr(tick_module, "_context", context_then_an_emergency_halt)
+    # Then the entry is blocked by the committed halt and no order exists
+    decision = tick(gw)
+    assert (decision.decision, decision.reason_code) == ("blocked", "HALTED")
+    assert "halted during the tick" in decision.inputs["gate"]["detail"]
+    assert not Order.objects.filter(tick_id=TICK).exists()

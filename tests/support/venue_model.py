@@ -105,6 +105,7 @@ from trading.exchanges.base import (
     VenueOrder,
     VenueOrderStatus,
     VenueTrade,
+    last_look_veto,
     stop_order_problem,
 )
 from trading.exchanges.errors import (
@@ -364,6 +365,11 @@ class ModelVenue(ExchangeGateway):
             self._enter(venue_call=False)
             return self._price(symbol)
 
+    def clear_scripts(self) -> None:
+        """Drop scripted faults no create consumed (e.g. the claim was refused, nothing was sent)."""
+        with self._lock:
+            self._scripts.clear()
+
     def pending_scripts(self) -> int:
         with self._lock:
             return len(self._scripts)
@@ -413,6 +419,8 @@ class ModelVenue(ExchangeGateway):
             return self._balance_view()
 
     def create_order(self, request: OrderRequest) -> VenueOrder:
+        # Like every gateway of ours: the sender's last look runs before the request leaves.
+        last_look_veto(self.name)
         with self._lock:
             now = self._enter()
             kind, kw = self._scripts.popleft() if self._scripts else ("", {})

@@ -10,11 +10,14 @@ venue's late-visibility windows and our grace windows scaled down to fractions o
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.db.models import F
 
 from infra.redis import get_redis
@@ -22,6 +25,7 @@ from strategy.models import StrategyPosition
 from strategy.services.positions import position_refresh
 from tests.support.venue_model import ModelVenue, default_markets
 from trading.exchanges.base import Side, VenueTrade
+from trading.exchanges.errors import TransientError
 from trading.models import Order, OrderStatus
 from trading.services import lifecycle
 from trading.services.control import trading_halt, trading_resume
@@ -284,3 +288,70 @@ def test_entry_fills_that_arrive_after_the_exit_started_are_added_to_the_positio
     lifecycle.order_record_fills(order_id=entry.pk, trades=[trade("t2", "0.01")], source="venue")
     position.refresh_from_db()
     assert position.quantity == Decimal("0.02")
+
+
+def test_a_trade_read_that_fails_after_the_venue_answered_does_not_escape_the_send(binance, monkeypatch):
+    # Given the venue fills the order but its trade list cannot be read right then
+    def trades_unavailable(*args, **kwargs):
+        raise TransientError("myTrades: 502 Bad Gateway")
+
+    monkeypatch.setattr(binance, "fetch_my_trades", trades_unavailable)
+    # When it is sent, the send records what the venue said and returns normally
+    order = order_submit(order_id=place(binance, tick="T12").pk, gateway=binance)
+    assert order.status == OrderStatus.ACCEPTED and order.venue_filled_quantity == Decimal("0.01")
+    # Then reconciliation, once the trades can be read, records the fills the venue owed us
+    monkeypatch.undo()
+    reconcile(gateway=binance, symbols=[BTC], full=False)
+    order.refresh_from_db()
+    assert order.status == OrderStatus.FILLED and order.filled_quantity == Decimal("0.01")
+
+
+# --- 9, 10. the sweeper and the emergency exit ------------------------------------------------
+
+def test_a_live_send_is_never_declared_orphaned_and_the_bound_is_above_the_longest_send(binance, settings):
+    from trading.exchanges.ratelimit import DEFAULT_MAX_WAIT_S
+    from trading.order_timing import SEND_HARD_LIMIT_S, STALE_SUBMITTED
+    from trading.tasks import submit_order
+
+    # One venue call: the shared limiter's longest wait + ccxt's 10 s timeout. A send is at most 3.
+    one_call = getattr(settings, "RATE_LIMIT_MAX_WAIT_S", DEFAULT_MAX_WAIT_S) + 10
+    assert STALE_SUBMITTED.total_seconds() > 3 * one_call and STALE_SUBMITTED.total_seconds() > SEND_HARD_LIMIT_S
+    assert submit_order.time_limit == SEND_HARD_LIMIT_S
+    claimed = lifecycle.order_mark_submitting(order_id=place(binance, tick="T13").pk)
+    assert orders_sweep()["resolve"] == []
+    claimed.refresh_from_db()
+    assert claimed.status == OrderStatus.SUBMITTED
+
+
+def test_emergency_exit_is_not_flat_while_a_sell_of_ours_is_in_flight(binance):
+    entry = order_submit(order_id=place(binance, tick="T14").pk, gateway=binance)
+    stop_exit = place(binance, intent="stop_loss", side="sell", tick="P14", quantity="0.00999", client_intent="exit0")
+    lifecycle.order_mark_submitting(order_id=stop_exit.pk)            # its send is in flight right now
+    report = emergency_exit(actor="ops", source="cli", reason_code="INCIDENT", reason="test", flatten_all=False,
+                            trace_id="em-2", gateway=binance)
+    assert entry.status == OrderStatus.FILLED
+    assert stop_exit.client_order_id in report.unresolved_orders
+    assert not report.flat and not report.already_flat
+
+
+def test_emergency_exit_whose_read_back_fails_is_not_flat_and_tbot_exits_1(binance, monkeypatch):
+    order_submit(order_id=place(binance, tick="T15").pk, gateway=binance)
+    calls = {"n": 0}
+    real = binance.fetch_balances
+
+    def second_read_fails():
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise TransientError("account: 503")
+        return real()
+
+    monkeypatch.setattr(binance, "fetch_balances", second_read_fails)
+    monkeypatch.setattr("trading.exchanges.factory._gateway", binance)
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("tbot", "emergency-exit", "--by", "ops", "--reason-code", "INCIDENT", "--reason", "test",
+                     "--confirm", "EMERGENCY_EXIT", "--json", stdout=out)
+    result = json.loads(out.getvalue())
+    assert exited.value.code == 1
+    assert result["flat"] is False and result["ok"] is False
+    assert any("reading balances back" in e for e in result["errors"])
