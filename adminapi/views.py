@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from adminapi import serializers as s
 from infra.logging import new_trace_id
-from trading import selectors
+from trading import client_ids, selectors
 from trading.config_schema import SCHEMA, ConfigValidationError
 from trading.models import Order
 from trading.services import control
@@ -158,6 +158,10 @@ class OrderEventsView(OperatorView):
                               401: ERRORS[401], 403: ERRORS[403]},
                    summary="One order and its events, oldest first")
     def get(self, request, client_order_id: str):
+        if not client_ids.VALID.match(client_order_id):
+            # Checked before the query: PostgreSQL refuses a NUL in a string literal (a 500 otherwise).
+            raise exceptions.NotFound(f"no order with client_order_id {client_order_id!r}: client order ids are "
+                                      "1-36 characters of A-Z, a-z, 0-9, _ and -")
         try:
             order = selectors.order_get(client_order_id=client_order_id)
         except Order.DoesNotExist:

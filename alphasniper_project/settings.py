@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "adminapi.errors.AdminJsonErrorsMiddleware",  # every answer under /admin/ is JSON, errors included
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves the Django admin's static files under gunicorn
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -110,6 +111,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["adminapi.auth.IsOperator"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "adminapi.errors.exception_handler",
+    # JSON bodies only (no form or multipart), nested at most adminapi.parsers.MAX_JSON_DEPTH deep.
+    "DEFAULT_PARSER_CLASSES": ["adminapi.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],  # no HTML "browsable API" pages
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
