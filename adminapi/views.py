@@ -41,12 +41,19 @@ def _validated(serializer_class, data):
 def _validated_query(request, serializer_class) -> dict:
     """Query params through a serializer; unknown params are errors too (a typo must not
     silently widen a filter)."""
-    serializer = serializer_class(data=request.query_params)
+    params = request.query_params
+    serializer = serializer_class(data=params)
     errors: dict = {}
     if not serializer.is_valid():
         errors.update(serializer.errors)
-    for name in sorted(set(request.query_params) - set(serializer.fields)):
+    for name in sorted(set(params) - set(serializer.fields)):
         errors[name] = [f"unknown query parameter; allowed: {', '.join(serializer.fields)}"]
+    for name in sorted(set(params) & set(serializer.fields)):
+        # DRF reads an empty query value as "not given": `?intent=` would silently list everything.
+        if "" in params.getlist(name):
+            errors[name] = ["must not be empty; leave the parameter out to not filter by it"]
+        elif len(params.getlist(name)) > 1:
+            errors[name] = ["given more than once; give it once"]
     if errors:
         raise exceptions.ValidationError(errors)
     return dict(serializer.validated_data)
