@@ -7,7 +7,7 @@ Writes: ``trading.services.control`` (halt, resume, config) and ``trading.servic
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +24,11 @@ ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid request; `fields` names every bad field."),
     401: OpenApiResponse(s.ErrorSerializer, description="No Authorization header."),
     403: OpenApiResponse(s.ErrorSerializer, description="Wrong token."),
+}
+BODY_ERRORS = {
+    **ERRORS,
+    413: OpenApiResponse(s.ErrorSerializer, description="Body larger than the server takes."),
+    415: OpenApiResponse(s.ErrorSerializer, description="Body is not application/json."),
 }
 SOURCE = "api"
 
@@ -76,7 +81,7 @@ class OperatorView(APIView):
 class HaltView(OperatorView):
     service = staticmethod(control.trading_halt)
 
-    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **ERRORS},
+    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **BODY_ERRORS},
                    summary="Halt new entries (idempotent; audited)")
     def post(self, request):
         data = _validated(s.OperatorActionSerializer, request.data)
@@ -92,14 +97,15 @@ class HaltView(OperatorView):
 class ResumeView(HaltView):
     service = staticmethod(control.trading_resume)
 
-    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **ERRORS},
+    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **BODY_ERRORS},
                    summary="Resume new entries (idempotent; audited)")
     def post(self, request):
         return super().post(request)
 
 
 class UpdateConfigView(OperatorView):
-    @extend_schema(request=s.UpdateConfigSerializer, responses={200: s.UpdateConfigResponseSerializer, **ERRORS},
+    @extend_schema(request=s.UpdateConfigSerializer, responses={200: s.UpdateConfigResponseSerializer,
+                                                                **BODY_ERRORS},
                    summary="Change config keys (all validated first; nothing written on any error; audited)")
     def post(self, request):
         data = _validated(s.UpdateConfigSerializer, request.data)
@@ -116,7 +122,7 @@ class UpdateConfigView(OperatorView):
 class EmergencyExitView(OperatorView):
     @extend_schema(
         request=s.EmergencyExitSerializer,
-        responses={200: s.EmergencyExitResponseSerializer, **ERRORS},
+        responses={200: s.EmergencyExitResponseSerializer, **BODY_ERRORS},
         summary="Halt, cancel open orders and flatten positions (requires confirm=EMERGENCY_EXIT)",
     )
     def post(self, request):
@@ -160,7 +166,10 @@ class OrdersView(OperatorView):
 
 
 class OrderEventsView(OperatorView):
-    @extend_schema(responses={200: s.OrderEventsResponseSerializer,
+    @extend_schema(parameters=[OpenApiParameter("client_order_id", str, OpenApiParameter.PATH,
+                                                pattern=client_ids.VALID.pattern,
+                                                description="Our client order id (1-36 of A-Z a-z 0-9 _ -)")],
+                   responses={200: s.OrderEventsResponseSerializer,
                               404: OpenApiResponse(s.ErrorSerializer, description="Unknown client_order_id."),
                               401: ERRORS[401], 403: ERRORS[403]},
                    summary="One order and its events, oldest first")

@@ -121,6 +121,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Operator API: halt, resume, emergency exit, config, orders, decisions, audit.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "adminapi.schema.request_bodies_are_closed",
+    ],
 }
 
 # --- Redis and Celery ------------------------------------------------------------------
