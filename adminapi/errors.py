@@ -33,6 +33,26 @@ def _too_big_detail() -> str:
     return f"request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
 
 
+class UniverseNotTradableError(exceptions.APIException):
+    """409: the universe is well-formed, but the venue or the account cannot trade it. A conflict
+    with the venue's state, not a malformed request: the same body may succeed once the venue
+    lists the symbol or the account holds the quote (and the schema cannot know either)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "universe_not_tradable"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("the venue or the account cannot trade this universe; nothing was changed")
+        self.fields = {"changes": {"universe": problems}}
+
+
+class VenueUnavailableError(exceptions.APIException):
+    """503: a change that needs the venue's answer could not get it; nothing was changed."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "venue_unavailable"
+
+
 def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         # Not a bug and not an attack worth a traceback: the client sent too much.
@@ -49,6 +69,8 @@ def exception_handler(exc, context):
         code = getattr(exc, "default_code", "error")
         detail = exc.detail if isinstance(getattr(exc, "detail", None), str) else str(getattr(exc, "detail", exc))
         response.data = {"error": code, "detail": detail}
+        if getattr(exc, "fields", None):
+            response.data["fields"] = exc.fields
     return response
 
 

@@ -13,12 +13,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from adminapi import serializers as s
+from adminapi.errors import UniverseNotTradableError, VenueUnavailableError
 from infra.logging import new_trace_id
 from trading import client_ids, selectors
 from trading.config_schema import SCHEMA, ConfigValidationError
 from trading.models import Order
 from trading.services import control
 from trading.services.emergency import emergency_exit
+from trading.universe import UniverseNotTradable, VenueUnavailable, universe_check
 
 ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid request; `fields` names every bad field."),
@@ -104,11 +106,25 @@ class ResumeView(HaltView):
 
 
 class UpdateConfigView(OperatorView):
-    @extend_schema(request=s.UpdateConfigSerializer, responses={200: s.UpdateConfigResponseSerializer,
-                                                                **BODY_ERRORS},
-                   summary="Change config keys (all validated first; nothing written on any error; audited)")
+    @extend_schema(
+        request=s.UpdateConfigSerializer,
+        responses={
+            200: s.UpdateConfigResponseSerializer, **BODY_ERRORS,
+            409: OpenApiResponse(s.ErrorSerializer, description="A new universe the venue does not list or the "
+                                 "account cannot fund; `fields.changes.universe` names each symbol."),
+            503: OpenApiResponse(s.ErrorSerializer, description="The venue could not be asked about a new universe."),
+        },
+        summary="Change config keys (all validated first; nothing written on any error; audited)",
+    )
     def post(self, request):
         data = _validated(s.UpdateConfigSerializer, request.data)
+        if "universe" in data["changes"]:
+            try:
+                universe_check(data["changes"]["universe"])
+            except UniverseNotTradable as exc:
+                raise UniverseNotTradableError(exc.problems["universe"]) from None
+            except VenueUnavailable as exc:
+                raise VenueUnavailableError(str(exc)) from None
         trace_id = _trace_id(request)
         try:
             result = control.config_update(changes=data["changes"], actor=data["by"], source=SOURCE,
