@@ -324,3 +324,24 @@ def test_tbot_on_an_unmigrated_database_says_to_migrate_and_exits_2():
     assert result.returncode == 2
     assert "not migrated" in result.stdout + result.stderr and "python manage.py migrate" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# --- prepare says "ready" only when nothing is wrong ----------------------------------------------
+
+@pytest.mark.django_db
+def test_prepare_never_says_ready_after_a_problem_and_exits_1(settings, all_alive):
+    # given a deployment prepare finds nothing wrong with
+    code, out, _ = tbot("prepare")
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "prepare: OK — ready to trade"
+    # when the API token is missing (a warning: nobody could halt through the API)
+    settings.ADMIN_TOKEN = ""
+    code, out, _ = tbot("prepare")
+    # then the warning is shown, nothing says "ready", and the exit code is 1
+    assert code == 1
+    assert "ADMIN_TOKEN_UNSET" in out and "ready" not in out.lower()
+    assert out.strip().splitlines()[-1] == ("prepare: WARNINGS — fix the 1 problem(s) above before trading "
+                                            "(ADMIN_TOKEN_UNSET)")
+    result = json.loads(tbot("prepare", "--json")[1])
+    assert result["ok"] is False and result["problems"] == ["ADMIN_TOKEN_UNSET"]
+

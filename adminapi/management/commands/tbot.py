@@ -110,12 +110,19 @@ class Command(BaseCommand):
 
     def cmd_prepare(self, options, trace_id: str) -> int:
         checks = diagnostics.prepare_checks()
-        ok = not diagnostics.has_errors(checks)
+        # A warning is a problem too (no ADMIN_TOKEN: nobody can halt through the API): "ready"
+        # only when there is none.
+        problems = [c["code"] for c in checks if c["severity"] != diagnostics.INFO]
         lines = [f"{SEVERITY_MARK[c['severity']]}{c['code']}: {c['detail']}" + (f"\n    fix: {c['fix']}" if c["fix"]
                  and c["severity"] != "info" else "") for c in checks]
-        lines.append("prepare: OK — ready to trade" if ok else "prepare: FAILED — fix the errors above")
-        self._emit({"ok": ok, "checks": checks}, "\n".join(lines))
-        return EXIT_OK if ok else EXIT_PROBLEMS
+        if not problems:
+            lines.append("prepare: OK — ready to trade")
+        else:
+            verdict = "FAILED" if diagnostics.has_errors(checks) else "WARNINGS"
+            lines.append(f"prepare: {verdict} — fix the {len(problems)} problem(s) above before trading "
+                         f"({', '.join(problems)})")
+        self._emit({"ok": not problems, "problems": problems, "checks": checks}, "\n".join(lines))
+        return EXIT_PROBLEMS if problems else EXIT_OK
 
     def cmd_status(self, options, trace_id: str) -> int:
         st = system_status()
