@@ -345,3 +345,109 @@ def test_prepare_never_says_ready_after_a_problem_and_exits_1(settings, all_aliv
     result = json.loads(tbot("prepare", "--json")[1])
     assert result["ok"] is False and result["problems"] == ["ADMIN_TOKEN_UNSET"]
 
+
+# --- config get / set ---------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_config_get_shows_what_the_api_shows(api):
+    code, out, _ = tbot("config", "get", "--json")
+    assert code == 0
+    cli_config, api_config = json.loads(out), api.get("/admin/config").json()
+    assert cli_config["values"] == api_config["values"] and cli_config["version"] == api_config["version"]
+    code, out, _ = tbot("config", "get", "risk_per_trade", "universe")
+    assert code == 0
+    assert "risk_per_trade" in out and "0.005" in out and "range (0, 0.05]" in out and "BTC/USDT,ETH/USDT" in out
+    assert "timeframe" not in out
+    code, out, _ = tbot("config", "get", "risk", "--json")
+    assert code == 2 and "unknown config key" in json.loads(out)["fields"]["risk"][0]
+
+
+@pytest.mark.django_db
+def test_config_set_goes_through_the_audited_service_and_the_api_sees_it(api):
+    # when an operator changes two keys from the shell
+    code, out, _ = tbot("config", "set", "risk_per_trade=0.0025", "timeframe=1h", "max_open_positions=2",
+                        *WRITE_ARGS[:2], "--reason-code", "TUNE_RISK", "--reason", "calmer market", "--json")
+    # then tbot reports the change ...
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["changed"]["risk_per_trade"] == {"before": "0.005", "after": "0.0025"}
+    assert result["changed"]["max_open_positions"] == {"before": 3, "after": 2}
+    # ... the API shows the new values ...
+    values = api.get("/admin/config").json()["values"]
+    assert (values["risk_per_trade"], values["timeframe"], values["max_open_positions"]) == ("0.0025", "1h", 2)
+    # ... and one audit row from the CLI carries who, why and tbot's trace id
+    row = AuditLog.objects.get()
+    assert (row.action, row.source, row.actor, row.reason_code, row.trace_id) == (
+        "config.update", "cli", "erin", "TUNE_RISK", result["trace_id"])
+    code, text, _ = tbot("config", "set", "timeframe=1h", *WRITE_ARGS)
+    assert code == 0 and "unchanged (already so): timeframe" in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("words", "field", "fragment"), [
+    (["risk_per_trade=0.0012345678901234567890"], "risk_per_trade", "at most 8 decimal places"),
+    (["risk_per_trade=0.5"], "risk_per_trade", "must be <= 0.05"),
+    (["max_open_positions=two"], "max_open_positions", "integer"),
+    (["risk=0.01"], "risk", "unknown config key"),
+    (["risk_per_trade"], "changes", "is not KEY=VALUE"),
+    (["universe=btc/usdt"], "universe", "not a unified symbol"),
+])
+def test_config_set_names_a_bad_value_exits_2_and_writes_nothing(words, field, fragment):
+    code, out, _ = tbot("config", "set", *words, *WRITE_ARGS, "--json")
+    assert code == 2
+    result = json.loads(out)
+    assert result["ok"] is False and fragment in " ".join(result["fields"][field])
+    assert audit_count() == 0
+
+
+@pytest.mark.django_db
+def test_config_set_refuses_a_universe_the_account_cannot_fund():
+    code, out, _ = tbot("config", "set", "universe=ETH/BTC", *WRITE_ARGS, "--json")
+    assert code == 2
+    assert json.loads(out) == {"ok": False, "error": "universe_not_tradable", "fields": {"universe": [
+        "ETH/BTC: the account holds no BTC to buy with (it holds USDT)"]}}
+    assert audit_count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_config_json_in_a_real_process_is_nothing_but_json_on_stdout():
+    env = {**_subprocess_env(), "LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
+    for args in (["config", "set", "timeframe=5m", *WRITE_ARGS, "--json"], ["config", "get", "--json"]):
+        proc = subprocess.run([sys.executable, "-m", "adminapi.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["values"]["timeframe"] == "5m"     # the whole of stdout parses
+
+
+# --- tbot with no configuration, and in a `make run` checkout ------------------------------------
+
+def _bare_env(**extra: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), **extra}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["config", "set", "--help"], ["emergency-exit", "-h"]])
+def test_tbot_help_works_with_no_configuration_at_all(args, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "adminapi.cli", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env=_bare_env(ALPHASNIPER_DATA_DIR=str(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: tbot") and proc.stderr == ""
+    if args == ["--help"]:
+        assert all(name in proc.stdout for name in ("prepare", "status", "diagnose", "config", "emergency-exit"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tbot_in_a_make_run_checkout_finds_the_local_stack_by_itself(tmp_path, monkeypatch):
+    from infra import devstack
+
+    # given `make run` wrote its environment (here: the test database) under the data dir
+    monkeypatch.setattr(devstack, "RUN", devstack.Profile("run", 0, 0, "x", root=tmp_path / "run"))
+    stack = _subprocess_env()
+    path = devstack.write_local_env({**stack, "ALPHASNIPER_ENV": "development", "API_PORT": "9001"})
+    assert path == tmp_path / "run" / "env.json" and oct(path.stat().st_mode & 0o777) == "0o600"
+    # when tbot runs there with no DATABASE_URL, REDIS_URL or ADMIN_TOKEN in its environment
+    proc = subprocess.run([sys.executable, "-m", "adminapi.cli", "status", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=_bare_env(ALPHASNIPER_DATA_DIR=str(tmp_path)))
+    # then it used that stack, said so on stderr, and answered
+    assert proc.returncode == 0, proc.stderr
+    assert "using the local `make run` stack" in proc.stderr and str(path) in proc.stderr
+    assert json.loads(proc.stdout)["venue"] == "paper"
