@@ -300,8 +300,9 @@ def processes(env: dict[str, str]) -> dict[str, list[str]]:
         "strategy-engine": [*celery, "worker", "-Q", "strategy,orders", "-n", "strategy-engine@%h",
                             "--concurrency", "2", "--loglevel", "INFO"],
         "beat": [*celery, "beat", "--loglevel", "INFO", "--pidfile="],
-        "flower": [*celery, "flower", f"--port={env.get('FLOWER_PORT', '5555')}", "--address=127.0.0.1",
-                   f"--basic-auth={env['FLOWER_BASIC_AUTH']}"],
+        # Flower reads its login from FLOWER_BASIC_AUTH in the environment: on the command line
+        # `ps` would show the password to every user of the machine.
+        "flower": [*celery, "flower", f"--port={env.get('FLOWER_PORT', '5555')}", "--address=127.0.0.1"],
     }
 
 
@@ -354,6 +355,8 @@ def _supervise(procs: dict[str, list[str]], *, env: dict[str, str], stops: list)
     manager = Manager(Printer(sys.stdout, prefix=True))
     for name, argv in procs.items():
         proc_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(prom)} if name == "api" else env
+        if name == "flower" and not proc_env.get("FLOWER_BASIC_AUTH"):
+            fail("FLOWER_BASIC_AUTH is empty: Flower would run without a login")
         manager.add_process(name, " ".join(_quote(a) for a in argv), env=proc_env, cwd=str(ROOT))
     try:
         manager.loop()

@@ -113,3 +113,19 @@ def test_every_variable_the_code_reads_is_documented():
     assert {"DATABASE_URL", "REDIS_URL", "EXCHANGE", "ADMIN_TOKEN", "GUNICORN_WORKERS"} <= read  # the scan works
     missing = read - documented_variables() - {"DJANGO_SETTINGS_MODULE"}
     assert not missing, f"read by the code but not in .env.example: {sorted(missing)}"
+
+
+SECRET_VARS = {"FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "ADMIN_TOKEN", "DJANGO_SECRET_KEY", "DATABASE_URL",
+               "BINANCE_API_SECRET", "BYBIT_API_SECRET", "TELEGRAM_BOT_TOKEN"}
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_no_secret_is_on_a_command_line(name):
+    # `ps` shows every process's arguments to every user of the host
+    command = " ".join(" ".join(argv) for argv in commands_of(SERVICES[name]))
+    assert "basic-auth" not in command and "password" not in command.lower()
+    assert not set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", command)) & SECRET_VARS
+
+
+def test_flower_gets_its_login_from_the_environment_and_refuses_to_start_without_one():
+    assert SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
