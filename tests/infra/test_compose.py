@@ -129,3 +129,45 @@ def test_no_secret_is_on_a_command_line(name):
 
 def test_flower_gets_its_login_from_the_environment_and_refuses_to_start_without_one():
     assert SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if re.match(r"^[A-Z][A-Z0-9_]*=", line):
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """docker compose's ${VAR}, ${VAR:-default} and ${VAR:?error} (what this file uses)."""
+    def one(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        value = env.get(name, "")
+        if value:
+            return value
+        if op == ":?":
+            raise ValueError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+    return re.sub(r"\$\{([A-Z][A-Z0-9_]*)(:-|:\?)?([^}]*)\}", one, text)
+
+
+def test_the_database_password_is_written_once_and_every_app_process_gets_it():
+    from alphasniper_project.env import database_settings
+
+    # .env.example sets the password once; DATABASE_URL is not set there (compose builds it)
+    example = env_example()
+    assert "DATABASE_URL" not in example
+    assert sum("change-me" in v for k, v in example.items() if k.startswith("POSTGRES")) == 1
+    # given an operator changes the password in .env
+    env = {**example, "POSTGRES_PASSWORD": "n3w-Passw0rd_"}
+    postgres = {k: interpolate(v, env) for k, v in SERVICES["postgres"]["environment"].items()}
+    for name in APP_SERVICES:
+        # then every app process (migrate included) connects with what the postgres container was given
+        db = database_settings(interpolate(SERVICES[name]["environment"]["DATABASE_URL"], env))
+        assert (db["USER"], db["PASSWORD"], db["NAME"], db["HOST"]) == (
+            postgres["POSTGRES_USER"], "n3w-Passw0rd_", postgres["POSTGRES_DB"], "postgres"), name
+    # and without a password compose refuses to start
+    with pytest.raises(ValueError, match="POSTGRES_PASSWORD"):
+        interpolate(SERVICES["api-service"]["environment"]["DATABASE_URL"], {})
