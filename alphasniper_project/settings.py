@@ -156,13 +156,18 @@ CELERY_DB_REUSE_MAX = 1_000_000
 # --- Observability ---------------------------------------------------------------------
 SENTRY_DSN = CONFIG.sentry_dsn
 PROMETHEUS_METRIC_NAMESPACE = ""
+# Celery's own line per task ("Task x[id] received", "Task x[id] succeeded in 0.01s: None") and
+# beat's "Sending due task" for heartbeats, sweeps and snapshots every few seconds were ~70 % of
+# an INFO stream; they are quiet unless LOG_LEVEL=DEBUG. Task failures and retries are warnings
+# or errors and still show, as does every INFO line of our own code.
+_CELERY_ROUTINE_LEVEL = "DEBUG" if CONFIG.log_level == "DEBUG" else "WARNING"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"trace": {"()": "infra.logging.TraceIdFilter"}},
     "formatters": {
         "json": {"()": "infra.logging.JsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"},
+        "text": {"()": "infra.logging.TextFormatter"},
     },
     "handlers": {
         "console": {
@@ -178,6 +183,9 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         "ccxt": {"level": "WARNING"},
         "celery.redirected": {"level": "WARNING"},
+        "celery.app.trace": {"level": _CELERY_ROUTINE_LEVEL},        # "Task … succeeded in …"
+        "celery.worker.strategy": {"level": _CELERY_ROUTINE_LEVEL},  # "Task … received"
+        "celery.beat": {"level": _CELERY_ROUTINE_LEVEL},             # "Scheduler: Sending due task …"
     },
 }
 

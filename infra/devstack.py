@@ -317,7 +317,7 @@ def cmd_run() -> None:
     env.setdefault("DJANGO_SECRET_KEY", local["DJANGO_SECRET_KEY"])
     env.setdefault("ADMIN_TOKEN", local["ADMIN_TOKEN"])
     env.setdefault("FLOWER_BASIC_AUTH", f"admin:{local['ADMIN_PASSWORD']}")
-    env.setdefault("LOG_FORMAT", "json")
+    env.setdefault("LOG_FORMAT", "text")   # a person watches this stream; LOG_FORMAT=json for a collector
     say(f"PostgreSQL {pg_version} and Redis {redis_version}; data in {RUN.data}")
 
     result = _manage("migrate", "--noinput", env=env, check=False, quiet=True)
