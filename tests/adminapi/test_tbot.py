@@ -451,3 +451,74 @@ def test_tbot_in_a_make_run_checkout_finds_the_local_stack_by_itself(tmp_path, m
     assert proc.returncode == 0, proc.stderr
     assert "using the local `make run` stack" in proc.stderr and str(path) in proc.stderr
     assert json.loads(proc.stdout)["venue"] == "paper"
+
+
+# --- diagnose before the first tick, and how far a skip is from an entry -------------------------
+
+@pytest.mark.django_db
+def test_before_the_first_tick_diagnose_says_when_it_comes_not_to_check_beat(all_alive):
+    # given a fresh system: beat and the workers are alive, no tick has decided yet
+    code, out, _ = tbot("diagnose", "--json")
+    findings = {f["code"]: f for f in json.loads(out)["findings"]}
+    # then it says it is waiting for the next candle close, as information, not a problem
+    assert "NO_DECISIONS" not in findings
+    waiting = findings["WAITING_FOR_FIRST_TICK"]
+    assert waiting["severity"] == "info" and "HKT (in " in waiting["detail"] and "candle closes at" in waiting["detail"]
+    assert "beat" not in waiting["detail"] + waiting["fix"]
+
+
+@pytest.mark.django_db
+def test_with_no_decision_and_no_beat_diagnose_names_beat(redis_client):
+    heartbeat.record("strategy-engine")
+    code, out, _ = tbot("diagnose", "--json")
+    no_decisions = next(f for f in json.loads(out)["findings"] if f["code"] == "NO_DECISIONS")
+    assert code == 1 and no_decisions["severity"] == "warning"
+    assert "beat has never sent a heartbeat: nothing schedules the ticks" in no_decisions["detail"]
+
+
+@pytest.mark.django_db
+def test_a_synced_tick_without_decisions_is_named(all_alive, settings, monkeypatch):
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from adminapi import diagnostics
+    from infra.clock import last_closed_candle_close, tick_id_for
+    from syncer.selectors import tick_key
+
+    # given it is 5 minutes after a 15m candle closed, and the syncer has synced that tick
+    close = last_closed_candle_close(timezone.now(), "15m")
+    monkeypatch.setattr(diagnostics, "timezone", SimpleNamespace(now=lambda: close + timedelta(minutes=5)))
+    tick = tick_id_for(close)
+    get_redis().set(tick_key(settings.VENUE.name, "15m", tick), json.dumps({"ok": True}))
+    # then "no decision" is a problem, naming the tick to look for
+    code, out, _ = tbot("diagnose", "--json")
+    finding = next(f for f in json.loads(out)["findings"] if f["code"] == "NO_DECISIONS")
+    assert code == 1 and f"the candles of tick {tick} were synced" in finding["detail"]
+
+
+@pytest.mark.django_db
+def test_a_plain_skip_says_how_far_each_symbol_is_from_an_entry(all_alive):
+    from strategy.engines.blite import BLiteParams, decide_entries
+    from strategy.engines.candles import CandleBatch
+    from tests.strategy.helpers import entry_series, with_last
+
+    # given the strategy skipped BTC: close 2 % under the channel high, volume under its threshold
+    candles = entry_series()
+    close = max(c.high for c in candles[-21:-1]) * 0.98
+    candles = with_last(candles, open=close, close=close, high=close + 0.05, low=close - 0.05, volume=100.0)
+    (signal,) = decide_entries(CandleBatch.from_candles({"BTC/USDT": candles}, timeframe="1m"), BLiteParams())
+    assert str(signal.reason_code) == "NO_BREAKOUT"
+    make_decision(symbol="BTC/USDT", decision="skip", reason_code="NO_BREAKOUT",
+                  inputs=json.loads(json.dumps({"engine": signal.to_dict()})))
+    # when the operator asks why nothing was bought
+    code, out, _ = tbot("diagnose")
+    line = next(x for x in out.splitlines() if "BTC/USDT: skip (NO_BREAKOUT)" in x)
+    # then the line says how far each condition is
+    assert "close 107.849 needs +2.04% to pass the breakout level (highest high) 110.05" in line
+    assert "volume 100 needs +" in line and "to pass the volume threshold" in line
+    assert "is above the trend EMA" in line
+    gaps = next(f for f in json.loads(tbot("diagnose", "--json")[1])["findings"]
+                if f.get("data", {}).get("symbol") == "BTC/USDT")["data"]["gaps"]
+    assert gaps["breakout"]["met"] is False and gaps["trend"]["met"] is True
