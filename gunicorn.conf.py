@@ -13,6 +13,11 @@ preload_app = True
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
+# gunicorn >= 25 opens a control socket for `gunicornc` under $XDG_RUNTIME_DIR or ~/.gunicorn;
+# in the image the app user's home (/app) is not writable, so every start logged "Control
+# server error: Permission denied". Nothing here uses gunicornc: processes are managed by
+# compose / make run, so the socket stays off.
+control_socket_disable = True
 
 
 def child_exit(server, worker):

@@ -16,6 +16,7 @@ from syncer.models import BalanceSnapshot, Ticker
 from trading.config_schema import HALT_KEY, SCHEMA, ConfigValidationError, config_validate
 from trading.models import AuditLog, Order, OrderEvent, SystemConfig
 from trading.services import control
+from trading.universe import VenueUnavailable, universe_check
 
 
 class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
@@ -57,10 +58,14 @@ class SystemConfigForm(forms.ModelForm):
         key = self.instance.key if self.instance.pk else cleaned.get("key")
         if key and "value" in cleaned:
             try:
-                config_validate({key: cleaned["value"]})
+                values = config_validate({key: cleaned["value"]})
+                if key == "universe":
+                    universe_check(values["universe"])
             except ConfigValidationError as exc:
                 for problem in exc.problems.get(key, []) or [str(exc)]:
                     self.add_error("value", problem)
+            except VenueUnavailable as exc:
+                self.add_error("value", str(exc))
         return cleaned
 
 

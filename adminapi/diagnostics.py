@@ -220,8 +220,7 @@ def _diag_decisions() -> list[dict[str, Any]]:
     cfg, out = _config()
     latest = latest_decisions_per_symbol(symbols=list(cfg.universe))
     if not latest:
-        out.append(finding("NO_DECISIONS", WARNING, "the strategy has not recorded a decision for any symbol of the "
-                           "universe", "check that beat runs and the strategy-engine consumes queue 'strategy'"))
+        out.append(_no_decisions(cfg))
         return out
     stale_after = timedelta(seconds=2 * TIMEFRAME_S.get(cfg.timeframe, 900) + 300)
     now = timezone.now()
@@ -243,9 +242,62 @@ def _diag_decisions() -> list[dict[str, Any]]:
                                "the risk gate blocked the entry: see reason_code (halt, limits, stale data, balance)",
                                **data))
         else:
+            gaps = _entry_gaps(d)
+            if gaps:
+                detail += " — " + "; ".join(gap.describe() for gap in gaps)
+                data["gaps"] = {g.condition: {"met": g.met, "value": g.value, "level": g.level,
+                                              "gap_pct": round(g.gap_pct, 4)} for g in gaps}
             out.append(finding("LATEST_DECISION", INFO, detail,
                                "" if d.decision == "enter" else "none needed: the strategy saw no entry", **data))
     return out
+
+
+def _entry_gaps(decision) -> list:
+    """For a plain skip: how far each entry condition is from holding (the engine's own inputs)."""
+    from strategy.engines.blite import entry_gaps
+
+    if decision.decision != "skip" or not isinstance(decision.inputs, dict):
+        return []
+    engine = decision.inputs.get("engine")
+    inputs = engine.get("inputs") if isinstance(engine, dict) else None
+    return entry_gaps(inputs) if isinstance(inputs, dict) else []
+
+
+def _no_decisions(cfg) -> dict[str, Any]:
+    """No decision at all: waiting for the first candle close, or something that schedules or runs
+    ticks is missing. Only the second is a warning."""
+    from infra import heartbeat
+    from infra.clock import last_closed_candle_close, tick_id_for, to_hk
+    from syncer.selectors import tick_synced
+
+    step = timedelta(seconds=TIMEFRAME_S.get(cfg.timeframe, 900))
+    now = timezone.now()
+    last_close = last_closed_candle_close(now, cfg.timeframe)
+    next_close = last_close + step
+    try:
+        ages = heartbeat.ages()
+    except Exception as exc:  # Redis down: that has its own finding (health)
+        ages = {p: None for p in heartbeat.PROCESSES}
+        ages["error"] = str(exc)
+    for process, role in (("beat", "nothing schedules the ticks"),
+                          ("strategy-engine", "nothing runs the ticks (queue 'strategy')")):
+        age = ages.get(process)
+        if age is None or age > heartbeat.STALE_AFTER_S:
+            when = "has never sent a heartbeat" if age is None else f"last sent a heartbeat {age:.0f} s ago"
+            return finding("NO_DECISIONS", WARNING, f"no decision recorded yet, and {process} {when}: {role}",
+                           f"start {process} (`make run` and docker compose start it); `tbot status` shows "
+                           "the heartbeats", process=process)
+    tick_id = tick_id_for(last_close)
+    if tick_synced(venue=settings.VENUE.name, timeframe=cfg.timeframe, tick_id=tick_id) is not None \
+            and now - last_close > timedelta(minutes=2):
+        return finding("NO_DECISIONS", WARNING, f"the candles of tick {tick_id} were synced but the strategy "
+                       "recorded no decision for them", f"look for tick {tick_id} in the strategy-engine's log",
+                       tick_id=tick_id)
+    wait = int((next_close - now).total_seconds())
+    return finding("WAITING_FOR_FIRST_TICK", INFO,
+                   f"no tick has decided yet: the next {cfg.timeframe} candle closes at "
+                   f"{to_hk(next_close):%H:%M} HKT (in {wait // 60} min {wait % 60} s); every symbol of the "
+                   "universe gets a decision then", "", next_tick_id=tick_id_for(next_close))
 
 
 def _diag_health() -> list[dict[str, Any]]:

@@ -1,13 +1,33 @@
 """Request and response shapes of the /admin API, with explicit fields so the OpenAPI schema is
-complete. Input serializers check shape and format only; the services decide."""
+complete. Input serializers check shape and format only; the services decide.
+
+Requests are read strictly, and every rule is one the schema states, so the schema and the
+API agree (the schemathesis run in tests/adminapi/test_fuzz.py holds them to it):
+
+* a string is a JSON string (``"by": 123`` is not a name), a boolean a JSON boolean
+  (``"flatten_all": "yes"`` is not ``true``);
+* a field the endpoint does not know is an error naming it, never silently dropped;
+* free text has a pattern: not blank, no NUL (PostgreSQL cannot store it);
+* a query parameter given empty is an error, not "no filter".
+"""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from strategy.models import StrategyDecision
-from trading.config_schema import SCHEMA, SYMBOL_RE, ConfigValidationError, config_validate
+from trading.config_schema import (
+    MAX_UNIVERSE,
+    SCHEMA,
+    SYMBOL_RE,
+    ConfigValidationError,
+    config_validate,
+    decimal_pattern,
+)
 from trading.models import AuditLog, Order, OrderEvent, OrderStatus
 from trading.selectors import DEFAULT_LIMIT, MAX_LIMIT
 from trading.services.control import REASON_CODE_RE
@@ -15,39 +35,119 @@ from trading.services.control import REASON_CODE_RE
 EMERGENCY_CONFIRMATION = "EMERGENCY_EXIT"
 REASON_CODE_MESSAGE = ("must be 2-64 characters of A-Z, 0-9 and _, starting with a letter "
                        "(pattern ^[A-Z][A-Z0-9_]+$, e.g. MANUAL_HALT)")
+# A name: printable, not only spaces. (Python's \s is what str.strip() removes, so the service's
+# "non-empty after strip" check and this pattern agree.)
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+NAME_MESSAGE = "must name who is acting: 1-100 characters, not only spaces, no control characters"
+# Free text: anything but NUL, not only spaces.
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+TEXT_MESSAGE = "must explain why in words: not only spaces, no NUL characters"
+# Filters on stored identifiers: the characters those identifiers are made of.
+TICK_ID_PATTERN = r"^[A-Za-z0-9:._-]{1,32}$"
+DECISION_PATTERN = r"^[a-z_]{1,16}$"
+REASON_CODE_FILTER_PATTERN = r"^[A-Z][A-Z0-9_]{0,63}$"
+ACTION_PATTERN = r"^[a-z][a-z0-9_.-]{0,49}$"
+ACTOR_PATTERN = r"^[^\x00-\x1f\x7f]{1,100}$"
+INTEGER_PATTERN = r"^-?[0-9]{1,10}$"
+
+
+# --- strict fields --------------------------------------------------------------------------
+
+class StrictRegexField(serializers.RegexField):
+    """A JSON string matching ``regex``; numbers are not silently turned into text."""
+
+    default_error_messages = {"not_a_string": "must be a JSON string"}
+
+    def __init__(self, regex, **kwargs) -> None:
+        kwargs.setdefault("trim_whitespace", False)   # the pattern decides about spaces
+        super().__init__(regex, **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """``true`` or ``false`` and nothing else: "yes", 1 or "true" are not booleans."""
+
+    default_error_messages = {"invalid": "must be true or false (a JSON boolean)"}
+
+    def to_internal_value(self, data):
+        if data is True or data is False:
+            return data
+        self.fail("invalid")
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    """One of ``choices``, given as a JSON string."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """A body with a field this endpoint does not know is refused, naming the field: a typo such
+    as ``flaten_all`` must not silently become the default."""
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, Mapping) else []
+        errors: dict = {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors.update(exc.detail if isinstance(exc.detail, Mapping) else {"non_field_errors": exc.detail})
+            value = None
+        for name in unknown:
+            errors[name] = [f"unknown field; this endpoint takes: {', '.join(self.fields)}"]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 # --- requests -------------------------------------------------------------------------------
 
-class OperatorActionSerializer(serializers.Serializer):
+class OperatorActionSerializer(StrictSerializer):
     """Who acts and why: required on every mutating call."""
 
-    by = serializers.CharField(max_length=100, help_text="Who is acting (a person, not 'admin').")
-    reason_code = serializers.RegexField(
+    by = StrictRegexField(NAME_PATTERN, max_length=100, help_text="Who is acting (a person, not 'admin').",
+                          error_messages={"invalid": NAME_MESSAGE})
+    reason_code = StrictRegexField(
         REASON_CODE_RE.pattern, max_length=64, help_text="Machine-readable reason, e.g. MANUAL_HALT.",
-        # no braces in the message: DRF passes it through str.format for non-string input
+        # no braces in the message: DRF passes it through str.format
         error_messages={"invalid": REASON_CODE_MESSAGE},
     )
-    reason = serializers.CharField(max_length=2000, help_text="Why, in words.")
+    reason = StrictRegexField(TEXT_PATTERN, max_length=2000, help_text="Why, in words.",
+                              error_messages={"invalid": TEXT_MESSAGE})
 
 
 def _key_schema(key: str) -> dict:
     spec = SCHEMA[key]
     if spec.kind == "int":
         out: dict = {"type": "integer"}
-    elif spec.kind == "decimal":
-        out = {"oneOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d+(\.\d+)?$"}]}
-    elif spec.kind == "choice":
-        out = {"type": "string", "enum": list(spec.choices)}
-    else:
-        out = {"type": "array", "items": {"type": "string", "pattern": SYMBOL_RE.pattern}, "minItems": 1,
-               "uniqueItems": True}
-    if spec.kind == "int":
         if spec.minimum is not None:
             out["minimum"] = int(spec.minimum)
         if spec.maximum is not None:
             out["maximum"] = int(spec.maximum)
-    out["description"] = spec.description
+    elif spec.kind == "decimal":
+        # A string, so the value is exactly what the operator wrote; the pattern holds the range
+        # and the places (JSON Schema has no decimal-string bounds).
+        out = {"type": "string", "pattern": decimal_pattern(spec),
+               "example": str(spec.default)}
+    elif spec.kind == "choice":
+        out = {"type": "string", "enum": list(spec.choices)}
+    else:
+        out = {"type": "array", "items": {"type": "string", "pattern": SYMBOL_RE.pattern}, "minItems": 1,
+               "maxItems": MAX_UNIVERSE, "uniqueItems": True}
+    bounds = spec.describe()
+    if spec.kind == "decimal":
+        lower = ">" if spec.exclusive_minimum else ">="
+        out["description"] = (f"{spec.description} A decimal string {lower} {bounds['minimum']} and <= "
+                              f"{bounds['maximum']}, at most 8 decimal places.")
+    else:
+        out["description"] = spec.description
     return out
 
 
@@ -67,45 +167,59 @@ class UpdateConfigSerializer(OperatorActionSerializer):
 
     def validate_changes(self, value):
         try:
-            config_validate(value)
+            config_validate(value, strict=True)
         except ConfigValidationError as exc:
             raise serializers.ValidationError(exc.problems) from None
         return value
 
 
 class EmergencyExitSerializer(OperatorActionSerializer):
-    confirm = serializers.ChoiceField(
+    confirm = StrictChoiceField(
         choices=[EMERGENCY_CONFIRMATION], help_text='Must be exactly "EMERGENCY_EXIT".',
         error_messages={"invalid_choice": f'must be exactly "{EMERGENCY_CONFIRMATION}"'},
     )
-    flatten_all = serializers.BooleanField(
+    flatten_all = StrictBooleanField(
         default=False, help_text="Also sell every non-quote asset on the venue, not only the strategy's positions.",
     )
 
 
+class StrictIntegerQueryField(serializers.IntegerField):
+    """An integer query parameter written as digits: "1.0" or " 1" are not integers."""
+
+    default_error_messages = {"invalid": "must be an integer written in digits"}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not re.fullmatch(INTEGER_PATTERN, data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _filter(pattern: str, message: str, **kwargs) -> StrictRegexField:
+    return StrictRegexField(pattern, required=False, error_messages={"invalid": message}, **kwargs)
+
+
 class LimitQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+    limit = StrictIntegerQueryField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
 
 
 class OrdersQuerySerializer(LimitQuerySerializer):
-    status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
-    symbol = serializers.RegexField(SYMBOL_RE.pattern, required=False,
-                                    error_messages={"invalid": "must be a unified symbol like BTC/USDT"})
-    intent = serializers.ChoiceField(choices=Order.Intent.choices, required=False)
+    status = StrictChoiceField(choices=OrderStatus.choices, required=False)
+    symbol = _filter(SYMBOL_RE.pattern, "must be a unified symbol like BTC/USDT")
+    intent = StrictChoiceField(choices=Order.Intent.choices, required=False)
     since = serializers.DateTimeField(required=False, help_text="ISO-8601; orders created at or after it.")
 
 
 class DecisionsQuerySerializer(LimitQuerySerializer):
-    tick_id = serializers.CharField(max_length=32, required=False)
-    symbol = serializers.RegexField(SYMBOL_RE.pattern, required=False,
-                                    error_messages={"invalid": "must be a unified symbol like BTC/USDT"})
-    decision = serializers.CharField(max_length=16, required=False)
-    reason_code = serializers.CharField(max_length=64, required=False)
+    tick_id = _filter(TICK_ID_PATTERN, "must be a tick id like 20250101T0015", max_length=32)
+    symbol = _filter(SYMBOL_RE.pattern, "must be a unified symbol like BTC/USDT")
+    decision = _filter(DECISION_PATTERN, "must be a decision like enter, skip, blocked or hold", max_length=16)
+    reason_code = _filter(REASON_CODE_FILTER_PATTERN, "must be a reason code like NO_BREAKOUT", max_length=64)
 
 
 class AuditQuerySerializer(LimitQuerySerializer):
-    action = serializers.CharField(max_length=50, required=False)
-    actor = serializers.CharField(max_length=100, required=False)
+    action = _filter(ACTION_PATTERN, "must be an action like trading.halt or config.update", max_length=50)
+    actor = _filter(ACTOR_PATTERN, "must be a name of 1-100 characters without control characters",
+                    max_length=100)
 
 
 # --- responses ------------------------------------------------------------------------------

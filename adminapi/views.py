@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import time
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from kombu import exceptions as kombu_exceptions
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from adminapi import serializers as s
+from adminapi.errors import UniverseNotTradableError, VenueUnavailableError
 from infra.logging import new_trace_id
-from trading import selectors
+from trading import client_ids, selectors
 from trading.config_schema import SCHEMA, ConfigValidationError
 from trading.models import Order
 from trading.services import control
 from trading.services.emergency import emergency_exit_report
+from trading.universe import UniverseNotTradable, VenueUnavailable, universe_check
 
 # How long POST /admin/emergency_exit waits for the report before answering 202: well inside
 # gunicorn's worker timeout (30 s).
@@ -31,6 +33,11 @@ ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid request; `fields` names every bad field."),
     401: OpenApiResponse(s.ErrorSerializer, description="No Authorization header."),
     403: OpenApiResponse(s.ErrorSerializer, description="Wrong token."),
+}
+BODY_ERRORS = {
+    **ERRORS,
+    413: OpenApiResponse(s.ErrorSerializer, description="Body larger than the server takes."),
+    415: OpenApiResponse(s.ErrorSerializer, description="Body is not application/json."),
 }
 SOURCE = "api"
 
@@ -48,12 +55,19 @@ def _validated(serializer_class, data):
 def _validated_query(request, serializer_class) -> dict:
     """Query params through a serializer; unknown params are errors too (a typo must not
     silently widen a filter)."""
-    serializer = serializer_class(data=request.query_params)
+    params = request.query_params
+    serializer = serializer_class(data=params)
     errors: dict = {}
     if not serializer.is_valid():
         errors.update(serializer.errors)
-    for name in sorted(set(request.query_params) - set(serializer.fields)):
+    for name in sorted(set(params) - set(serializer.fields)):
         errors[name] = [f"unknown query parameter; allowed: {', '.join(serializer.fields)}"]
+    for name in sorted(set(params) & set(serializer.fields)):
+        # DRF reads an empty query value as "not given": `?intent=` would silently list everything.
+        if "" in params.getlist(name):
+            errors[name] = ["must not be empty; leave the parameter out to not filter by it"]
+        elif len(params.getlist(name)) > 1:
+            errors[name] = ["given more than once; give it once"]
     if errors:
         raise exceptions.ValidationError(errors)
     return dict(serializer.validated_data)
@@ -76,7 +90,7 @@ class OperatorView(APIView):
 class HaltView(OperatorView):
     service = staticmethod(control.trading_halt)
 
-    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **ERRORS},
+    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **BODY_ERRORS},
                    summary="Halt new entries (idempotent; audited)")
     def post(self, request):
         data = _validated(s.OperatorActionSerializer, request.data)
@@ -92,17 +106,32 @@ class HaltView(OperatorView):
 class ResumeView(HaltView):
     service = staticmethod(control.trading_resume)
 
-    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **ERRORS},
+    @extend_schema(request=s.OperatorActionSerializer, responses={200: s.HaltResponseSerializer, **BODY_ERRORS},
                    summary="Resume new entries (idempotent; audited)")
     def post(self, request):
         return super().post(request)
 
 
 class UpdateConfigView(OperatorView):
-    @extend_schema(request=s.UpdateConfigSerializer, responses={200: s.UpdateConfigResponseSerializer, **ERRORS},
-                   summary="Change config keys (all validated first; nothing written on any error; audited)")
+    @extend_schema(
+        request=s.UpdateConfigSerializer,
+        responses={
+            200: s.UpdateConfigResponseSerializer, **BODY_ERRORS,
+            409: OpenApiResponse(s.ErrorSerializer, description="A new universe the venue does not list or the "
+                                 "account cannot fund; `fields.changes.universe` names each symbol."),
+            503: OpenApiResponse(s.ErrorSerializer, description="The venue could not be asked about a new universe."),
+        },
+        summary="Change config keys (all validated first; nothing written on any error; audited)",
+    )
     def post(self, request):
         data = _validated(s.UpdateConfigSerializer, request.data)
+        if "universe" in data["changes"]:
+            try:
+                universe_check(data["changes"]["universe"])
+            except UniverseNotTradable as exc:
+                raise UniverseNotTradableError(exc.problems["universe"]) from None
+            except VenueUnavailable as exc:
+                raise VenueUnavailableError(str(exc)) from None
         trace_id = _trace_id(request)
         try:
             result = control.config_update(changes=data["changes"], actor=data["by"], source=SOURCE,
@@ -124,7 +153,7 @@ class EmergencyExitView(OperatorView):
         responses={200: s.EmergencyExitResponseSerializer, 202: s.EmergencyExitRunningSerializer,
                    503: OpenApiResponse(s.ErrorSerializer, description="The task queue is unreachable: use "
                                                                        "`tbot emergency-exit`, which runs in-process."),
-                   **ERRORS},
+                   **BODY_ERRORS},
         summary="Halt, cancel open orders and flatten positions (requires confirm=EMERGENCY_EXIT)",
     )
     def post(self, request):
@@ -193,11 +222,18 @@ class OrdersView(OperatorView):
 
 
 class OrderEventsView(OperatorView):
-    @extend_schema(responses={200: s.OrderEventsResponseSerializer,
+    @extend_schema(parameters=[OpenApiParameter("client_order_id", str, OpenApiParameter.PATH,
+                                                pattern=client_ids.VALID.pattern,
+                                                description="Our client order id (1-36 of A-Z a-z 0-9 _ -)")],
+                   responses={200: s.OrderEventsResponseSerializer,
                               404: OpenApiResponse(s.ErrorSerializer, description="Unknown client_order_id."),
                               401: ERRORS[401], 403: ERRORS[403]},
                    summary="One order and its events, oldest first")
     def get(self, request, client_order_id: str):
+        if not client_ids.VALID.match(client_order_id):
+            # Checked before the query: PostgreSQL refuses a NUL in a string literal (a 500 otherwise).
+            raise exceptions.NotFound(f"no order with client_order_id {client_order_id!r}: client order ids are "
+                                      "1-36 characters of A-Z, a-z, 0-9, _ and -")
         try:
             order = selectors.order_get(client_order_id=client_order_id)
         except Order.DoesNotExist:

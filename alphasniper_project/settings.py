@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "adminapi.errors.AdminJsonErrorsMiddleware",  # every answer under /admin/ is JSON, errors included
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves the Django admin's static files under gunicorn
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -110,6 +111,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["adminapi.auth.IsOperator"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "adminapi.errors.exception_handler",
+    # JSON bodies only (no form or multipart), nested at most adminapi.parsers.MAX_JSON_DEPTH deep.
+    "DEFAULT_PARSER_CLASSES": ["adminapi.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],  # no HTML "browsable API" pages
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -117,6 +121,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Operator API: halt, resume, emergency exit, config, orders, decisions, audit.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "adminapi.schema.request_bodies_are_closed",
+    ],
 }
 
 # --- Redis and Celery ------------------------------------------------------------------
@@ -148,13 +156,18 @@ CELERY_DB_REUSE_MAX = 1_000_000
 # --- Observability ---------------------------------------------------------------------
 SENTRY_DSN = CONFIG.sentry_dsn
 PROMETHEUS_METRIC_NAMESPACE = ""
+# Celery's own line per task ("Task x[id] received", "Task x[id] succeeded in 0.01s: None") and
+# beat's "Sending due task" for heartbeats, sweeps and snapshots every few seconds were ~70 % of
+# an INFO stream; they are quiet unless LOG_LEVEL=DEBUG. Task failures and retries are warnings
+# or errors and still show, as does every INFO line of our own code.
+_CELERY_ROUTINE_LEVEL = "DEBUG" if CONFIG.log_level == "DEBUG" else "WARNING"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"trace": {"()": "infra.logging.TraceIdFilter"}},
     "formatters": {
         "json": {"()": "infra.logging.JsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"},
+        "text": {"()": "infra.logging.TextFormatter"},
     },
     "handlers": {
         "console": {
@@ -170,6 +183,9 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         "ccxt": {"level": "WARNING"},
         "celery.redirected": {"level": "WARNING"},
+        "celery.app.trace": {"level": _CELERY_ROUTINE_LEVEL},        # "Task … succeeded in …"
+        "celery.worker.strategy": {"level": _CELERY_ROUTINE_LEVEL},  # "Task … received"
+        "celery.beat": {"level": _CELERY_ROUTINE_LEVEL},             # "Scheduler: Sending due task …"
     },
 }
 

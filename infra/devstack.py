@@ -246,9 +246,47 @@ def _local_secrets() -> tuple[dict[str, str], bool]:
     return values, True
 
 
+# What a `make run` stack runs with, so `tbot` in this checkout can find it (adminapi.cli).
+LOCAL_ENV_KEYS = ("ALPHASNIPER_ENV", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY",
+                  "ADMIN_TOKEN", "EXCHANGE", "MARKET_DATA_SOURCE", "MARKET_DATA_SEED", "API_PORT", "FLOWER_PORT")
+
+
+def local_env_path() -> Path:
+    return RUN.data / "env.json"
+
+
+def write_local_env(env: dict[str, str]) -> Path:
+    """Keep the local stack's URLs and token in .data/run/env.json (0600, never committed)."""
+    path = local_env_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = {k: env[k] for k in LOCAL_ENV_KEYS if env.get(k)}
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(values, indent=2, sort_keys=True))
+    return path
+
+
+def read_local_env() -> tuple[Path, dict[str, str]] | None:
+    """The environment the last `make run` in this checkout used, or None."""
+    path = local_env_path()
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(values, dict):
+        return None
+    return path, {str(k): str(v) for k, v in values.items() if k in LOCAL_ENV_KEYS}
+
+
 def _manage(*args: str, env: dict[str, str], check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, check=check,
                           capture_output=quiet, text=True)
+
+
+def served_urls(env: dict[str, str]) -> dict[str, str]:
+    """Where the api and Flower of ``processes(env)`` listen (API_PORT, FLOWER_PORT)."""
+    return {"api": f"http://127.0.0.1:{env.get('API_PORT', '9001')}",
+            "flower": f"http://127.0.0.1:{env.get('FLOWER_PORT', '5555')}"}
 
 
 def processes(env: dict[str, str]) -> dict[str, list[str]]:
@@ -262,8 +300,9 @@ def processes(env: dict[str, str]) -> dict[str, list[str]]:
         "strategy-engine": [*celery, "worker", "-Q", "strategy,orders", "-n", "strategy-engine@%h",
                             "--concurrency", "2", "--loglevel", "INFO"],
         "beat": [*celery, "beat", "--loglevel", "INFO", "--pidfile="],
-        "flower": [*celery, "flower", f"--port={env.get('FLOWER_PORT', '5555')}", "--address=127.0.0.1",
-                   f"--basic-auth={env['FLOWER_BASIC_AUTH']}"],
+        # Flower reads its login from FLOWER_BASIC_AUTH in the environment: on the command line
+        # `ps` would show the password to every user of the machine.
+        "flower": [*celery, "flower", f"--port={env.get('FLOWER_PORT', '5555')}", "--address=127.0.0.1"],
     }
 
 
@@ -278,7 +317,7 @@ def cmd_run() -> None:
     env.setdefault("DJANGO_SECRET_KEY", local["DJANGO_SECRET_KEY"])
     env.setdefault("ADMIN_TOKEN", local["ADMIN_TOKEN"])
     env.setdefault("FLOWER_BASIC_AUTH", f"admin:{local['ADMIN_PASSWORD']}")
-    env.setdefault("LOG_FORMAT", "json")
+    env.setdefault("LOG_FORMAT", "text")   # a person watches this stream; LOG_FORMAT=json for a collector
     say(f"PostgreSQL {pg_version} and Redis {redis_version}; data in {RUN.data}")
 
     result = _manage("migrate", "--noinput", env=env, check=False, quiet=True)
@@ -295,7 +334,12 @@ def cmd_run() -> None:
         say("first run: generated local credentials (kept in .data/run/secrets.json, shown only now)")
         say(f"  ADMIN_TOKEN            {local['ADMIN_TOKEN']}")
         say(f"  Django admin / Flower  user admin, password {local['ADMIN_PASSWORD']}")
-    say("api http://127.0.0.1:9001/health  /metrics  /admin/schema  /django-admin/  Flower http://127.0.0.1:5555")
+    env.setdefault("API_PORT", "9001")
+    env.setdefault("FLOWER_PORT", "5555")
+    urls = served_urls(env)
+    say(f"api {urls['api']}/health  {urls['api']}/metrics  {urls['api']}/admin/schema  {urls['api']}/django-admin/")
+    say(f"Flower {urls['flower']}/")
+    say(f"tbot in this checkout uses this stack (its environment is in {write_local_env(env)})")
     say("Ctrl-C stops everything; data is kept for the next run")
     _supervise(processes(env), env=env, stops=stops)
 
@@ -311,6 +355,8 @@ def _supervise(procs: dict[str, list[str]], *, env: dict[str, str], stops: list)
     manager = Manager(Printer(sys.stdout, prefix=True))
     for name, argv in procs.items():
         proc_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(prom)} if name == "api" else env
+        if name == "flower" and not proc_env.get("FLOWER_BASIC_AUTH"):
+            fail("FLOWER_BASIC_AUTH is empty: Flower would run without a login")
         manager.add_process(name, " ".join(_quote(a) for a in argv), env=proc_env, cwd=str(ROOT))
     try:
         manager.loop()

@@ -41,6 +41,19 @@ def trace_context(trace_id: str | None = None) -> Iterator[str]:
         _trace_id.reset(token)
 
 
+# A log line is read by a person: a message past this many characters (a payload dump, a long
+# repr) is cut, saying how much was left out. A traceback is kept whole.
+MAX_MESSAGE_CHARS = 600
+MAX_FIELD_CHARS = 200
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, with the count of what was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… (+{len(text) - limit} chars)"
+
+
 class TraceIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "trace_id", None):
@@ -56,7 +69,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": shorten(record.getMessage(), MAX_MESSAGE_CHARS),
             "process": record.processName if record.processName != "MainProcess" else record.process,
         }
         trace_id = getattr(record, "trace_id", None)
@@ -64,10 +77,24 @@ class JsonFormatter(logging.Formatter):
             payload["trace_id"] = trace_id
         for name, value in record.__dict__.items():
             if name not in _STANDARD and not name.startswith("_"):
+                if not isinstance(value, bool | int | float | type(None)):
+                    value = shorten(value if isinstance(value, str) else str(value), MAX_FIELD_CHARS)
                 payload[name] = value
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``LOG_FORMAT=text`` (the default of ``make run``): one line a person reads, message cut
+    like the JSON one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = shorten(record.message, MAX_MESSAGE_CHARS)
+        return super().formatMessage(record)
 
 
 class TraceIdMiddleware:

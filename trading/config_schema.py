@@ -14,7 +14,10 @@ what the keys are and what values they may hold:
   every change and is 0 while everything is at its default.
 
 Decimals are stored as JSON strings (``"1.5"``) so no precision is lost in a float round trip;
-inputs may be given as JSON numbers or decimal strings.
+inputs may be given as JSON numbers or decimal strings, with at most ``DECIMAL_PLACES`` places.
+``config_validate(..., strict=True)`` (the API and tbot) takes decimals only as plain strings,
+exactly the strings ``decimal_pattern(spec)`` matches — the OpenAPI schema publishes that
+pattern, so a client can know before sending whether a value is in range.
 
 The halt state lives under ``trading.halt`` (``HALT_KEY``) with the shape of ``HaltState``;
 ``/metrics`` reads ``system_config.value->'halted'`` there. It is not a strategy parameter and
@@ -34,6 +37,10 @@ HALT_KEY = "trading.halt"
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}/[A-Z0-9]{2,20}$")
 TIMEFRAMES = ("1m", "5m", "15m", "1h")
 MAX_UNIVERSE = 50
+# Finer than any price or fraction the strategy needs; a value with more places is a typo or a
+# float artefact (0.1 + 0.2), not an intent.
+DECIMAL_PLACES = 8
+PLAIN_DECIMAL_RE = re.compile(r"^(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$")
 
 
 class ConfigValidationError(Exception):
@@ -174,34 +181,109 @@ def _check_bounds(spec: KeySpec, value: Decimal | int, problems: list[str]) -> N
         problems.append(f"must be <= {spec.maximum}, got {value}")
 
 
-def _coerce(spec: KeySpec, raw: Any) -> tuple[Any, list[str]]:
+def _nonzero_digits(most: int) -> str:
+    """1..``most`` digits, at least one of them not 0."""
+    return "(?:" + "|".join(f"{'0' * z}[1-9][0-9]{{0,{most - 1 - z}}}" for z in range(most)) + ")"
+
+
+def _fraction_at_most(limit: str, places: int, *, positive: bool) -> str:
+    """Decimal places ``f`` (1..``places`` digits) with ``0.f <= 0.limit``; with ``positive`` also ``0.f > 0``."""
+    padded = limit.ljust(places, "0")
+    branches = []
+    for i, top in enumerate(map(int, padded)):
+        # Below the limit from place i on: the same digits before it, a smaller digit at it.
+        prefix, rest = padded[:i], places - i - 1
+        zero_so_far = positive and set(prefix) <= {"0"}
+        low = 1 if zero_so_far else 0             # a 0 here would still be 0.000...: see the next branch
+        if top > low:
+            branches.append(f"{prefix}[{low}-{top - 1}][0-9]{{0,{rest}}}")
+        if zero_so_far and top > 0 and rest > 0:   # a 0 here, then some non-zero digit later
+            branches.append(f"{prefix}0{_nonzero_digits(rest)}")
+    for j in range(1, places + 1):            # a prefix of the limit itself (trailing zeros dropped)
+        if not (positive and set(padded[:j]) <= {"0"}):
+            branches.append(padded[:j])
+    return "(?:" + "|".join(branches) + ")"
+
+
+def _integer_below(limit: str) -> str | None:
+    """Integers 1 <= n < int(limit) written without leading zeros, or None when there are none."""
+    branches = []
+    if len(limit) > 1:
+        branches.append(f"[1-9][0-9]{{0,{len(limit) - 2}}}")
+    for i, top in enumerate(limit):
+        low = 1 if i == 0 else 0
+        if int(top) > low:
+            branches.append(f"{limit[:i]}[{low}-{int(top) - 1}][0-9]{{{len(limit) - i - 1}}}")
+    return "(?:" + "|".join(branches) + ")" if branches else None
+
+
+def decimal_pattern(spec: KeySpec) -> str:
+    """The regular expression of exactly the plain decimal strings ``config_validate(strict=True)``
+    accepts for ``spec``: no sign or exponent, at most ``DECIMAL_PLACES`` places, inside the key's
+    range. Published in the OpenAPI schema, so the schema and the API agree on every value.
+
+    Only the shape every decimal key has today is supported (minimum 0, exclusive); a key with
+    another lower bound must extend this, which the assertion makes impossible to forget."""
+    assert spec.kind == "decimal" and spec.minimum == 0 and spec.exclusive_minimum and spec.maximum is not None
+    places = DECIMAL_PLACES
+    whole, _, fraction = format(Decimal(spec.maximum).normalize(), "f").partition(".")
+    assert len(fraction) <= places, f"{spec.key}: maximum has more than {places} places"
+    any_fraction = f"(?:\\.[0-9]{{1,{places}}})?"
+    branches = []
+    if whole != "0":
+        branches.append(f"0\\.{_nonzero_digits(places)}")                 # 0 < x < 1
+        below = _integer_below(whole)
+        if below:
+            branches.append(below + any_fraction)                          # 1 <= x < whole
+        branches.append(f"{whole}(?:\\.{_fraction_at_most(fraction, places, positive=False)})?")
+    else:
+        branches.append(f"0\\.{_fraction_at_most(fraction, places, positive=True)}")
+    return "^(?:" + "|".join(branches) + ")$"
+
+
+def _short(raw: Any, limit: int = 40) -> str:
+    """``repr`` of a proposed value for an error message, cut short (a 4 KB value is not a message)."""
+    text = repr(raw)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _coerce(spec: KeySpec, raw: Any, *, strict: bool = False) -> tuple[Any, list[str]]:
     """Returns (normalised python value, problems)."""
     problems: list[str] = []
     if spec.kind == "int":
         if isinstance(raw, bool) or not isinstance(raw, int):
-            return None, [f"must be an integer, got {type(raw).__name__} {raw!r}"]
+            return None, [f"must be an integer, got {type(raw).__name__} {_short(raw)}"]
         _check_bounds(spec, raw, problems)
         return raw, problems
     if spec.kind == "decimal":
+        if strict and not isinstance(raw, str):
+            return None, [f"must be a decimal string like \"{spec.default}\", got {type(raw).__name__} "
+                          f"{_short(raw)} (a JSON number is a binary float: it may not be the value you wrote)"]
         if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
-            return None, [f"must be a decimal number (JSON number or string), got {type(raw).__name__} {raw!r}"]
+            return None, [f"must be a decimal number (JSON number or string), got {type(raw).__name__} {_short(raw)}"]
+        if strict and not PLAIN_DECIMAL_RE.match(raw):
+            return None, [f"must be a plain decimal like \"{spec.default}\" (digits, optionally a point and "
+                          f"decimals; no sign, exponent or spaces), got {_short(raw)}"]
         try:
             value = Decimal(str(raw).strip())
         except InvalidOperation:
-            return None, [f"must be a decimal number, got {raw!r}"]
+            return None, [f"must be a decimal number, got {_short(raw)}"]
         if not value.is_finite():
-            return None, [f"must be a finite decimal number, got {raw!r}"]
+            return None, [f"must be a finite decimal number, got {_short(raw)}"]
+        places = -int(value.as_tuple().exponent)
+        if places > DECIMAL_PLACES:
+            return None, [f"must have at most {DECIMAL_PLACES} decimal places, got {places}"]
         _check_bounds(spec, value, problems)
         return value, problems
     if spec.kind == "choice":
         if not isinstance(raw, str):
-            return None, [f"must be a string, one of {', '.join(spec.choices)}; got {type(raw).__name__} {raw!r}"]
+            return None, [f"must be a string, one of {', '.join(spec.choices)}; got {type(raw).__name__} {_short(raw)}"]
         if raw not in spec.choices:
-            return None, [f"must be one of {', '.join(spec.choices)}, got {raw!r}"]
+            return None, [f"must be one of {', '.join(spec.choices)}, got {_short(raw)}"]
         return raw, problems
     if spec.kind == "symbols":
         if not isinstance(raw, list | tuple):
-            return None, [f"must be a list of symbols like 'BTC/USDT', got {type(raw).__name__} {raw!r}"]
+            return None, [f"must be a list of symbols like 'BTC/USDT', got {type(raw).__name__} {_short(raw)}"]
         if not raw:
             problems.append("must not be empty")
         if len(raw) > MAX_UNIVERSE:
@@ -209,20 +291,22 @@ def _coerce(spec: KeySpec, raw: Any) -> tuple[Any, list[str]]:
         seen: set[str] = set()
         for item in raw:
             if not isinstance(item, str) or not SYMBOL_RE.match(item):
-                problems.append(f"{item!r} is not a unified symbol like 'BTC/USDT' (upper-case BASE/QUOTE)")
+                problems.append(f"{_short(item)} is not a unified symbol like 'BTC/USDT' (upper-case BASE/QUOTE)")
             elif item in seen:
-                problems.append(f"{item!r} is listed twice")
+                problems.append(f"{_short(item)} is listed twice")
             else:
                 seen.add(item)
         return tuple(raw), problems
     raise AssertionError(f"unknown kind {spec.kind}")  # pragma: no cover
 
 
-def config_validate(changes: Any) -> dict[str, Any]:
+def config_validate(changes: Any, *, strict: bool = False) -> dict[str, Any]:
     """Validate a mapping of key -> proposed JSON value.
 
     Returns the normalised values (Decimals, tuples) or raises ``ConfigValidationError``
-    listing every problem of every key.
+    listing every problem of every key. ``strict``: decimals only as plain strings (what an
+    operator types), as the API and tbot take them; stored values and the Django admin's JSON
+    may also be numbers.
     """
     if not isinstance(changes, Mapping):
         raise ConfigValidationError({"changes": [f"must be an object of key -> value, got {type(changes).__name__}"]})
@@ -236,7 +320,7 @@ def config_validate(changes: Any) -> dict[str, Any]:
             hint = " (use halt/resume for the halt state)" if key == HALT_KEY else ""
             problems[str(key)] = [f"unknown config key{hint}; known keys: {', '.join(SCHEMA)}"]
             continue
-        value, key_problems = _coerce(spec, raw)
+        value, key_problems = _coerce(spec, raw, strict=strict)
         if key_problems:
             problems[key] = key_problems
         else:

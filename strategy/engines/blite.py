@@ -39,8 +39,8 @@ from strategy.engines import indicators
 from strategy.engines.candles import PAD_OPEN_TIME, CandleBatch
 
 __all__ = [
-    "STRATEGY_NAME", "BLiteParams", "BLiteStrategy", "CandleBatch", "EntryReason", "EntrySignal",
-    "decide_entries",
+    "STRATEGY_NAME", "BLiteParams", "BLiteStrategy", "CandleBatch", "EntryGap", "EntryReason", "EntrySignal",
+    "decide_entries", "entry_gaps",
 ]
 
 STRATEGY_NAME = "blite"
@@ -300,3 +300,46 @@ class BLiteStrategy:
         self, candles: CandleBatch, *, expected_last_open_time_ms: int | None = None,
     ) -> list[EntrySignal]:
         return decide_entries(candles, self.params, expected_last_open_time_ms=expected_last_open_time_ms)
+
+
+@dataclass(frozen=True)
+class EntryGap:
+    """How far one entry condition is from holding, from a decision's recorded ``inputs``.
+
+    ``gap_pct``: how much ``value`` must rise, in % of itself, to pass ``level`` (0 when met)."""
+
+    condition: str          # "breakout" | "volume" | "trend"
+    met: bool
+    value: float
+    level: float
+    gap_pct: float
+
+    def describe(self) -> str:
+        what = {"breakout": ("close", "the breakout level (highest high)"),
+                "volume": ("volume", "the volume threshold"),
+                "trend": ("close", "the trend EMA")}[self.condition]
+        if self.met:
+            return f"{what[0]} {_num(self.value)} is above {what[1]} {_num(self.level)}"
+        if self.value == self.level:
+            return f"{what[0]} {_num(self.value)} equals {what[1]}; it must be above it"
+        return f"{what[0]} {_num(self.value)} needs +{self.gap_pct:.2f}% to pass {what[1]} {_num(self.level)}"
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def entry_gaps(inputs: Mapping[str, Any]) -> list[EntryGap]:
+    """The three entry conditions of a decision, each with its distance to passing, in the order
+    the strategy checks them. Empty when the inputs lack a value (a data problem decided it)."""
+    pairs = (("breakout", "close", "donchian_high"), ("volume", "volume", "volume_threshold"),
+             ("trend", "close", "ema"))
+    gaps = []
+    for condition, value_key, level_key in pairs:
+        value, level = inputs.get(value_key), inputs.get(level_key)
+        if not isinstance(value, int | float) or not isinstance(level, int | float) or value <= 0:
+            return []
+        met = value > level
+        gaps.append(EntryGap(condition, met, float(value), float(level),
+                             0.0 if met else (float(level) - float(value)) / float(value) * 100))
+    return gaps

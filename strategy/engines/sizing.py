@@ -4,7 +4,10 @@
 
 so that being stopped out at ``stop`` loses at most ``risk_per_trade`` of equity. Then:
 
-* capped by ``max_position_notional`` (per-position exposure limit from config);
+* capped by ``max_position_notional`` (per-position exposure limit from config) for the
+  notional as it will FILL: a market buy fills above the price sized at, so the cap holds for
+  ``entry x (1 + fee_buffer)``, the worst fill price plus fee this module assumes. (Capping at
+  ``entry`` alone let a 1000 cap fill at 1000.24 once 2.4 bps of slippage were added.)
 * capped by what the free quote balance can pay for, minus a fee buffer (below);
 * rounded DOWN to the venue's lot step - rounding up could exceed the risk or the balance;
 * skipped, with a reason code, when the result is below the venue's minimum quantity or
@@ -30,7 +33,8 @@ __all__ = [
 # Fraction of the free quote balance that is never spent on an entry. A market buy is
 # charged a taker fee (0.1% on Binance/Bybit spot at the base tier) and fills at a price
 # that may be a little worse than the one we sized at; 0.5% covers the fee plus ~0.4% of
-# slippage, so a balance-capped order does not bounce with "insufficient balance".
+# slippage, so a balance-capped order does not bounce with "insufficient balance", and a
+# notional-capped one does not fill above max_position_notional.
 DEFAULT_FEE_BUFFER = Decimal("0.005")
 
 # Enough digits that no intermediate of realistic inputs (1e12 equity, 1e-12 steps) is
@@ -195,9 +199,10 @@ def _size(
             f"free {free_quote} less {fee_buffer} fee buffer = {spendable} < min notional {min_notional}",
         )
     per_unit_risk = entry - stop
+    worst_fill = entry * (Decimal(1) + fee_buffer)   # slippage and fee the buffer allows for
     candidates = {
         SizingCap.RISK: equity * risk_per_trade / per_unit_risk,
-        SizingCap.MAX_POSITION_NOTIONAL: max_position_notional / entry,
+        SizingCap.MAX_POSITION_NOTIONAL: max_position_notional / worst_fill,
         SizingCap.FREE_BALANCE: spendable / entry,
     }
     # Ties go to the first listed (RISK): the sizing is then "as intended".

@@ -3,11 +3,14 @@ tbot are thin doors onto these)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra.models import TelegramOutbox
 from tests.adminapi.conftest import audit_count, config_rows
@@ -20,6 +23,7 @@ from trading.config_schema import (
     config_get,
     config_validate,
     config_version,
+    decimal_pattern,
 )
 from trading.models import AuditLog, SystemConfig
 from trading.services.control import (
@@ -74,6 +78,49 @@ def test_validation_returns_every_problem_with_its_key():
     assert set(problems) == {"universe", "timeframe", "nope", "daily_loss_limit"}   # 0.05 is allowed (<=)
     assert len(problems["universe"]) == 2
     assert "universe:" in str(exc.value)
+
+
+@pytest.mark.parametrize("raw", ["0.0012345678901234567890123456789012345678901234567",
+                                 0.1 + 0.2, "1.500000000"])
+def test_a_decimal_with_more_than_8_places_is_refused_at_every_door(raw):
+    with pytest.raises(ConfigValidationError) as exc:
+        config_validate({"risk_per_trade": raw})
+    assert "at most 8 decimal places" in exc.value.problems["risk_per_trade"][0]
+
+
+DECIMAL_KEYS = [key for key, spec in SCHEMA.items() if spec.kind == "decimal"]
+CANDIDATES = st.one_of(
+    st.decimals(min_value=-1, max_value=10**13, allow_nan=False, places=9).map(str),
+    st.from_regex(r"\A[0-9]{1,14}(\.[0-9]{0,10})?\Z"),
+    st.text(alphabet="0123456789.-+eE ", max_size=16),
+    st.sampled_from(["0", "0.0", "0.00000001", "0.000000001", "0.05", "0.050000001", "1", "100", "100.00000001",
+                     "50", "1000000000000", "1000000000000.00000001", "01", "1.", ".5", "NaN", "Infinity"]),
+)
+
+
+@pytest.mark.parametrize("key", DECIMAL_KEYS)
+@settings(max_examples=300, deadline=None)
+@given(raw=CANDIDATES)
+def test_the_published_decimal_pattern_matches_exactly_what_the_api_accepts(key, raw):
+    # what the OpenAPI schema tells a client ...
+    matches = re.fullmatch(decimal_pattern(SCHEMA[key]), raw) is not None
+    # ... is what the API (strict validation) does
+    try:
+        config_validate({key: raw}, strict=True)
+        accepted = True
+    except ConfigValidationError:
+        accepted = False
+    assert matches == accepted
+
+
+@pytest.mark.parametrize("key", DECIMAL_KEYS)
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_every_string_the_pattern_generates_is_accepted(key, data):
+    raw = data.draw(st.from_regex(decimal_pattern(SCHEMA[key]), fullmatch=True))
+    spec = SCHEMA[key]
+    value = config_validate({key: raw}, strict=True)[key]
+    assert spec.minimum < value <= spec.maximum
 
 
 def test_halt_state_reads_leniently_and_fails_closed():

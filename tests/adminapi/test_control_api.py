@@ -192,7 +192,7 @@ def test_update_config_lists_every_problem_of_every_key_and_writes_nothing(api):
             "timeframe": "1h",                                  # valid
             "risk_per_trade": "0.2",                            # out of range
             "breakout_lookback": "20",                          # wrong type
-            "volume_multiplier": 0,                             # out of range (exclusive)
+            "volume_multiplier": "0",                           # out of range (exclusive)
             "universe": ["BTC/USDT", "btc/usdt", "BTC/USDT", 7],  # bad format, duplicate, wrong type
             "max_open_positions": True,                         # a bool is not an int
             "cooldown_candles": -1,                             # below minimum
@@ -221,8 +221,8 @@ def test_update_config_lists_every_problem_of_every_key_and_writes_nothing(api):
     ({"timeframe": "2h"}, "timeframe", "one of 1m, 5m, 15m, 1h"),
     ({"universe": []}, "universe", "must not be empty"),
     ({"universe": "BTC/USDT"}, "universe", "must be a list"),
-    ({"risk_per_trade": 0}, "risk_per_trade", "must be > 0"),
-    ({"risk_per_trade": "NaN"}, "risk_per_trade", "finite"),
+    ({"risk_per_trade": "0"}, "risk_per_trade", "must be > 0"),
+    ({"risk_per_trade": "NaN"}, "risk_per_trade", "plain decimal"),
     ({"daily_loss_limit": "abc"}, "daily_loss_limit", "decimal"),
     ({"max_submit_attempts": 0}, "max_submit_attempts", ">= 1"),
     ({"ema_trend": 2.5}, "ema_trend", "integer"),

@@ -324,3 +324,201 @@ def test_tbot_on_an_unmigrated_database_says_to_migrate_and_exits_2():
     assert result.returncode == 2
     assert "not migrated" in result.stdout + result.stderr and "python manage.py migrate" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# --- prepare says "ready" only when nothing is wrong ----------------------------------------------
+
+@pytest.mark.django_db
+def test_prepare_never_says_ready_after_a_problem_and_exits_1(settings, all_alive):
+    # given a deployment prepare finds nothing wrong with
+    code, out, _ = tbot("prepare")
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "prepare: OK — ready to trade"
+    # when the API token is missing (a warning: nobody could halt through the API)
+    settings.ADMIN_TOKEN = ""
+    code, out, _ = tbot("prepare")
+    # then the warning is shown, nothing says "ready", and the exit code is 1
+    assert code == 1
+    assert "ADMIN_TOKEN_UNSET" in out and "ready" not in out.lower()
+    assert out.strip().splitlines()[-1] == ("prepare: WARNINGS — fix the 1 problem(s) above before trading "
+                                            "(ADMIN_TOKEN_UNSET)")
+    result = json.loads(tbot("prepare", "--json")[1])
+    assert result["ok"] is False and result["problems"] == ["ADMIN_TOKEN_UNSET"]
+
+
+# --- config get / set ---------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_config_get_shows_what_the_api_shows(api):
+    code, out, _ = tbot("config", "get", "--json")
+    assert code == 0
+    cli_config, api_config = json.loads(out), api.get("/admin/config").json()
+    assert cli_config["values"] == api_config["values"] and cli_config["version"] == api_config["version"]
+    code, out, _ = tbot("config", "get", "risk_per_trade", "universe")
+    assert code == 0
+    assert "risk_per_trade" in out and "0.005" in out and "range (0, 0.05]" in out and "BTC/USDT,ETH/USDT" in out
+    assert "timeframe" not in out
+    code, out, _ = tbot("config", "get", "risk", "--json")
+    assert code == 2 and "unknown config key" in json.loads(out)["fields"]["risk"][0]
+
+
+@pytest.mark.django_db
+def test_config_set_goes_through_the_audited_service_and_the_api_sees_it(api):
+    # when an operator changes two keys from the shell
+    code, out, _ = tbot("config", "set", "risk_per_trade=0.0025", "timeframe=1h", "max_open_positions=2",
+                        *WRITE_ARGS[:2], "--reason-code", "TUNE_RISK", "--reason", "calmer market", "--json")
+    # then tbot reports the change ...
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["changed"]["risk_per_trade"] == {"before": "0.005", "after": "0.0025"}
+    assert result["changed"]["max_open_positions"] == {"before": 3, "after": 2}
+    # ... the API shows the new values ...
+    values = api.get("/admin/config").json()["values"]
+    assert (values["risk_per_trade"], values["timeframe"], values["max_open_positions"]) == ("0.0025", "1h", 2)
+    # ... and one audit row from the CLI carries who, why and tbot's trace id
+    row = AuditLog.objects.get()
+    assert (row.action, row.source, row.actor, row.reason_code, row.trace_id) == (
+        "config.update", "cli", "erin", "TUNE_RISK", result["trace_id"])
+    code, text, _ = tbot("config", "set", "timeframe=1h", *WRITE_ARGS)
+    assert code == 0 and "unchanged (already so): timeframe" in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("words", "field", "fragment"), [
+    (["risk_per_trade=0.0012345678901234567890"], "risk_per_trade", "at most 8 decimal places"),
+    (["risk_per_trade=0.5"], "risk_per_trade", "must be <= 0.05"),
+    (["max_open_positions=two"], "max_open_positions", "integer"),
+    (["risk=0.01"], "risk", "unknown config key"),
+    (["risk_per_trade"], "changes", "is not KEY=VALUE"),
+    (["universe=btc/usdt"], "universe", "not a unified symbol"),
+])
+def test_config_set_names_a_bad_value_exits_2_and_writes_nothing(words, field, fragment):
+    code, out, _ = tbot("config", "set", *words, *WRITE_ARGS, "--json")
+    assert code == 2
+    result = json.loads(out)
+    assert result["ok"] is False and fragment in " ".join(result["fields"][field])
+    assert audit_count() == 0
+
+
+@pytest.mark.django_db
+def test_config_set_refuses_a_universe_the_account_cannot_fund():
+    code, out, _ = tbot("config", "set", "universe=ETH/BTC", *WRITE_ARGS, "--json")
+    assert code == 2
+    assert json.loads(out) == {"ok": False, "error": "universe_not_tradable", "fields": {"universe": [
+        "ETH/BTC: the account holds no BTC to buy with (it holds USDT)"]}}
+    assert audit_count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_config_json_in_a_real_process_is_nothing_but_json_on_stdout():
+    env = {**_subprocess_env(), "LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
+    for args in (["config", "set", "timeframe=5m", *WRITE_ARGS, "--json"], ["config", "get", "--json"]):
+        proc = subprocess.run([sys.executable, "-m", "adminapi.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["values"]["timeframe"] == "5m"     # the whole of stdout parses
+
+
+# --- tbot with no configuration, and in a `make run` checkout ------------------------------------
+
+def _bare_env(**extra: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), **extra}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["config", "set", "--help"], ["emergency-exit", "-h"]])
+def test_tbot_help_works_with_no_configuration_at_all(args, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "adminapi.cli", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env=_bare_env(ALPHASNIPER_DATA_DIR=str(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: tbot") and proc.stderr == ""
+    if args == ["--help"]:
+        assert all(name in proc.stdout for name in ("prepare", "status", "diagnose", "config", "emergency-exit"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tbot_in_a_make_run_checkout_finds_the_local_stack_by_itself(tmp_path, monkeypatch):
+    from infra import devstack
+
+    # given `make run` wrote its environment (here: the test database) under the data dir
+    monkeypatch.setattr(devstack, "RUN", devstack.Profile("run", 0, 0, "x", root=tmp_path / "run"))
+    stack = _subprocess_env()
+    path = devstack.write_local_env({**stack, "ALPHASNIPER_ENV": "development", "API_PORT": "9001"})
+    assert path == tmp_path / "run" / "env.json" and oct(path.stat().st_mode & 0o777) == "0o600"
+    # when tbot runs there with no DATABASE_URL, REDIS_URL or ADMIN_TOKEN in its environment
+    proc = subprocess.run([sys.executable, "-m", "adminapi.cli", "status", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=_bare_env(ALPHASNIPER_DATA_DIR=str(tmp_path)))
+    # then it used that stack, said so on stderr, and answered
+    assert proc.returncode == 0, proc.stderr
+    assert "using the local `make run` stack" in proc.stderr and str(path) in proc.stderr
+    assert json.loads(proc.stdout)["venue"] == "paper"
+
+
+# --- diagnose before the first tick, and how far a skip is from an entry -------------------------
+
+@pytest.mark.django_db
+def test_before_the_first_tick_diagnose_says_when_it_comes_not_to_check_beat(all_alive):
+    # given a fresh system: beat and the workers are alive, no tick has decided yet
+    code, out, _ = tbot("diagnose", "--json")
+    findings = {f["code"]: f for f in json.loads(out)["findings"]}
+    # then it says it is waiting for the next candle close, as information, not a problem
+    assert "NO_DECISIONS" not in findings
+    waiting = findings["WAITING_FOR_FIRST_TICK"]
+    assert waiting["severity"] == "info" and "HKT (in " in waiting["detail"] and "candle closes at" in waiting["detail"]
+    assert "beat" not in waiting["detail"] + waiting["fix"]
+
+
+@pytest.mark.django_db
+def test_with_no_decision_and_no_beat_diagnose_names_beat(redis_client):
+    heartbeat.record("strategy-engine")
+    code, out, _ = tbot("diagnose", "--json")
+    no_decisions = next(f for f in json.loads(out)["findings"] if f["code"] == "NO_DECISIONS")
+    assert code == 1 and no_decisions["severity"] == "warning"
+    assert "beat has never sent a heartbeat: nothing schedules the ticks" in no_decisions["detail"]
+
+
+@pytest.mark.django_db
+def test_a_synced_tick_without_decisions_is_named(all_alive, settings, monkeypatch):
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from adminapi import diagnostics
+    from infra.clock import last_closed_candle_close, tick_id_for
+    from syncer.selectors import tick_key
+
+    # given it is 5 minutes after a 15m candle closed, and the syncer has synced that tick
+    close = last_closed_candle_close(timezone.now(), "15m")
+    monkeypatch.setattr(diagnostics, "timezone", SimpleNamespace(now=lambda: close + timedelta(minutes=5)))
+    tick = tick_id_for(close)
+    get_redis().set(tick_key(settings.VENUE.name, "15m", tick), json.dumps({"ok": True}))
+    # then "no decision" is a problem, naming the tick to look for
+    code, out, _ = tbot("diagnose", "--json")
+    finding = next(f for f in json.loads(out)["findings"] if f["code"] == "NO_DECISIONS")
+    assert code == 1 and f"the candles of tick {tick} were synced" in finding["detail"]
+
+
+@pytest.mark.django_db
+def test_a_plain_skip_says_how_far_each_symbol_is_from_an_entry(all_alive):
+    from strategy.engines.blite import BLiteParams, decide_entries
+    from strategy.engines.candles import CandleBatch
+    from tests.strategy.helpers import entry_series, with_last
+
+    # given the strategy skipped BTC: close 2 % under the channel high, volume under its threshold
+    candles = entry_series()
+    close = max(c.high for c in candles[-21:-1]) * 0.98
+    candles = with_last(candles, open=close, close=close, high=close + 0.05, low=close - 0.05, volume=100.0)
+    (signal,) = decide_entries(CandleBatch.from_candles({"BTC/USDT": candles}, timeframe="1m"), BLiteParams())
+    assert str(signal.reason_code) == "NO_BREAKOUT"
+    make_decision(symbol="BTC/USDT", decision="skip", reason_code="NO_BREAKOUT",
+                  inputs=json.loads(json.dumps({"engine": signal.to_dict()})))
+    # when the operator asks why nothing was bought
+    code, out, _ = tbot("diagnose")
+    line = next(x for x in out.splitlines() if "BTC/USDT: skip (NO_BREAKOUT)" in x)
+    # then the line says how far each condition is
+    assert "close 107.849 needs +2.04% to pass the breakout level (highest high) 110.05" in line
+    assert "volume 100 needs +" in line and "to pass the volume threshold" in line
+    assert "is above the trend EMA" in line
+    gaps = next(f for f in json.loads(tbot("diagnose", "--json")[1])["findings"]
+                if f.get("data", {}).get("symbol") == "BTC/USDT")["data"]["gaps"]
+    assert gaps["breakout"]["met"] is False and gaps["trend"]["met"] is True

@@ -113,3 +113,61 @@ def test_every_variable_the_code_reads_is_documented():
     assert {"DATABASE_URL", "REDIS_URL", "EXCHANGE", "ADMIN_TOKEN", "GUNICORN_WORKERS"} <= read  # the scan works
     missing = read - documented_variables() - {"DJANGO_SETTINGS_MODULE"}
     assert not missing, f"read by the code but not in .env.example: {sorted(missing)}"
+
+
+SECRET_VARS = {"FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "ADMIN_TOKEN", "DJANGO_SECRET_KEY", "DATABASE_URL",
+               "BINANCE_API_SECRET", "BYBIT_API_SECRET", "TELEGRAM_BOT_TOKEN"}
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_no_secret_is_on_a_command_line(name):
+    # `ps` shows every process's arguments to every user of the host
+    command = " ".join(" ".join(argv) for argv in commands_of(SERVICES[name]))
+    assert "basic-auth" not in command and "password" not in command.lower()
+    assert not set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", command)) & SECRET_VARS
+
+
+def test_flower_gets_its_login_from_the_environment_and_refuses_to_start_without_one():
+    assert SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if re.match(r"^[A-Z][A-Z0-9_]*=", line):
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """docker compose's ${VAR}, ${VAR:-default} and ${VAR:?error} (what this file uses)."""
+    def one(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        value = env.get(name, "")
+        if value:
+            return value
+        if op == ":?":
+            raise ValueError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+    return re.sub(r"\$\{([A-Z][A-Z0-9_]*)(:-|:\?)?([^}]*)\}", one, text)
+
+
+def test_the_database_password_is_written_once_and_every_app_process_gets_it():
+    from alphasniper_project.env import database_settings
+
+    # .env.example sets the password once; DATABASE_URL is not set there (compose builds it)
+    example = env_example()
+    assert "DATABASE_URL" not in example
+    assert sum("change-me" in v for k, v in example.items() if k.startswith("POSTGRES")) == 1
+    # given an operator changes the password in .env
+    env = {**example, "POSTGRES_PASSWORD": "n3w-Passw0rd_"}
+    postgres = {k: interpolate(v, env) for k, v in SERVICES["postgres"]["environment"].items()}
+    for name in APP_SERVICES:
+        # then every app process (migrate included) connects with what the postgres container was given
+        db = database_settings(interpolate(SERVICES[name]["environment"]["DATABASE_URL"], env))
+        assert (db["USER"], db["PASSWORD"], db["NAME"], db["HOST"]) == (
+            postgres["POSTGRES_USER"], "n3w-Passw0rd_", postgres["POSTGRES_DB"], "postgres"), name
+    # and without a password compose refuses to start
+    with pytest.raises(ValueError, match="POSTGRES_PASSWORD"):
+        interpolate(SERVICES["api-service"]["environment"]["DATABASE_URL"], {})

@@ -35,3 +35,12 @@ def test_embedded_postgres_and_redis_keep_data_across_restarts(tmp_path):
     finally:
         devstack.stop_postgres(profile)
         devstack.stop_redis(profile)
+
+
+def test_make_run_announces_the_ports_its_processes_really_bind():
+    env = {"API_PORT": "9123", "FLOWER_PORT": "5999", "FLOWER_BASIC_AUTH": "admin:pw"}
+    urls = devstack.served_urls(env)
+    argv = devstack.processes(env)
+    assert urls == {"api": "http://127.0.0.1:9123", "flower": "http://127.0.0.1:5999"}
+    assert argv["api"][argv["api"].index("--bind") + 1] == "127.0.0.1:9123"
+    assert "--port=5999" in argv["flower"]

@@ -272,3 +272,31 @@ def test_universe_result_is_in_symbol_order_and_complete() -> None:
     out = decide_entries(CandleBatch.from_candles(universe, timeframe="1m"))
     assert [s.symbol for s in out] == list(universe)
     assert [s.enter for s in out] == [i % 2 == 0 for i in range(10)]
+
+
+# --- how far from an entry (tbot diagnose reads this from stored decisions) ---------------------
+
+def test_entry_gaps_say_how_far_each_condition_is_from_holding() -> None:
+    from strategy.engines.blite import entry_gaps
+
+    candles = entry_series()
+    prev_high = max(c.high for c in candles[-21:-1])
+    close = prev_high * 0.99
+    s = decide_one(with_last(candles, open=close, close=close, high=close + 0.05, low=close - 0.05, volume=120.0))
+    assert s.reason_code is EntryReason.NO_BREAKOUT
+    inputs = json.loads(json.dumps(s.to_dict()))["inputs"]        # as stored in strategy_decisions
+    breakout, volume, trend = entry_gaps(inputs)
+    assert (breakout.condition, breakout.met) == ("breakout", False)
+    assert breakout.gap_pct == pytest.approx((inputs["donchian_high"] / inputs["close"] - 1) * 100)
+    assert breakout.gap_pct == pytest.approx(1.0101, rel=1e-3)   # 1 % below the high = +1.0101 % to reach it
+    assert "needs +1.01% to pass the breakout level" in breakout.describe()
+    assert (volume.met, round(volume.level, 3)) == (False, round(inputs["volume_threshold"], 3))
+    assert trend.met and trend.gap_pct == 0 and "is above the trend EMA" in trend.describe()
+
+
+def test_entry_gaps_are_empty_when_a_data_problem_decided() -> None:
+    from strategy.engines.blite import entry_gaps
+
+    s = decide_one(entry_series()[:50])
+    assert s.reason_code is EntryReason.INSUFFICIENT_HISTORY
+    assert entry_gaps(json.loads(json.dumps(s.to_dict()))["inputs"]) == []

@@ -37,8 +37,21 @@ def test_risk_amount_divided_by_stop_distance() -> None:
 
 def test_capped_by_max_position_notional() -> None:
     r = size(stop_price=D("99.5"))            # risk would allow 100 units = 10000 notional
-    assert r.cap is SizingCap.MAX_POSITION_NOTIONAL and r.quantity == D("50.000")
-    assert r.notional <= BASE["max_position_notional"]
+    # 5000 / (100 x 1.005): room for the fill's slippage and fee inside the cap
+    assert r.cap is SizingCap.MAX_POSITION_NOTIONAL and r.quantity == D("49.751")
+    assert r.notional * (1 + DEFAULT_FEE_BUFFER) <= BASE["max_position_notional"]
+
+
+def test_a_notional_capped_entry_still_fits_the_cap_once_filled_with_slippage() -> None:
+    # given a 1000 USDT cap and an entry sized at 100 that fills 2.4 bps higher (the trial's 1000.24)
+    r = size(stop_price=D("99.9"), max_position_notional=D("1000"))
+    fill_price = r.entry_price * (1 + D("0.00024"))
+    # then the filled notional, and even the worst fill plus fee the sizing allows for, is within the cap
+    assert r.cap is SizingCap.MAX_POSITION_NOTIONAL
+    assert r.quantity * fill_price <= D("1000")
+    assert r.quantity * r.entry_price * (1 + DEFAULT_FEE_BUFFER) <= D("1000")
+    # and the cap is used, not wasted: one more lot would break it
+    assert (r.quantity + BASE["lot_step"]) * r.entry_price * (1 + DEFAULT_FEE_BUFFER) > D("1000")
 
 
 def test_capped_by_free_balance_minus_fee_buffer() -> None:
@@ -161,7 +174,7 @@ def test_sizing_never_breaks_a_limit(
     assert q % lot_step == 0                                   # a lot-step multiple
     assert q >= min_qty and r.notional >= min_notional        # the venue would accept it
     assert r.notional == q * r.entry_price
-    assert r.notional <= max_notional                          # exposure cap
+    assert r.notional * (1 + DEFAULT_FEE_BUFFER) <= max_notional   # exposure cap, as filled at worst
     assert r.notional <= free_quote * (1 - DEFAULT_FEE_BUFFER)  # payable, fees included
     assert q * (r.entry_price - r.stop_price) <= equity * risk  # never more than the risk budget
     assert r.risk_amount == q * (r.entry_price - r.stop_price)

@@ -8,7 +8,7 @@ unified symbols like ``BTC/USDT``. Adapters translate venue wire formats and err
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -183,6 +183,14 @@ class ExchangeGateway(abc.ABC):
     @abc.abstractmethod
     def load_markets(self) -> dict[str, MarketRules]:
         """Spot markets keyed by unified symbol. One request to the venue."""
+
+    def listed_markets(self, symbols: Iterable[str]) -> dict[str, MarketRules]:
+        """The rules of those ``symbols`` the venue lists as spot markets; the others are absent.
+
+        For checking a proposed universe before it is stored. One ``load_markets`` request here;
+        the paper venue overrides it (its own listing is whatever its price source can price)."""
+        markets = self.load_markets()
+        return {symbol: markets[symbol] for symbol in symbols if symbol in markets}
 
     @abc.abstractmethod
     def fetch_closed_candles(

@@ -93,6 +93,18 @@ class PaperGateway(ExchangeGateway):
     def load_markets(self) -> dict[str, MarketRules]:
         return {symbol: self.rules(symbol) for symbol in self.universe()}
 
+    def listed_markets(self, symbols: Iterable[str]) -> dict[str, MarketRules]:
+        """A symbol is listed here when the price source can price it (the synthetic market
+        prices any symbol; a replay directory only the ones it has files for). ``load_markets``
+        is the configured universe, so it cannot answer this for a universe not yet stored."""
+        listed = {}
+        for symbol in symbols:
+            try:
+                listed[symbol] = self.rules(symbol)
+            except (RejectedError, LookupError, ValueError):   # unknown to the venue / the price source
+                continue
+        return listed
+
     def fetch_closed_candles(self, symbol: str, timeframe: str, *, since_ms: int | None = None,
                              limit: int = 500) -> list[Candle]:
         candles = self.source.fetch_closed_candles(symbol, timeframe, since_ms=since_ms, limit=limit,

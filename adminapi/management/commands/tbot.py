@@ -4,37 +4,43 @@
                                      broker, venue credentials, clock skew)
     tbot status                      the same content as GET /admin/status
     tbot diagnose                    why was no order placed? findings {code, severity, detail, fix}
+    tbot config get [KEY ...]        the same content as GET /admin/config
+    tbot config set KEY=VALUE ... --reason-code C --reason R [--by WHO]
     tbot halt --reason-code C --reason R [--by WHO]
     tbot resume --reason-code C --reason R [--by WHO]
     tbot emergency-exit --confirm EMERGENCY_EXIT --reason-code C --reason R [--by WHO] [--flatten-all]
 
-Every subcommand takes ``--json``. Writes go through the same services as the API (audit row
-with source ``cli``, Telegram after commit). ``--by`` defaults to the OS user.
+Every subcommand takes ``--json``, and then prints nothing but JSON on stdout (log lines go to
+stderr). Writes go through the same services as the API (audit row with source ``cli``,
+Telegram after commit). ``--by`` defaults to the OS user. The arguments are defined in
+``adminapi.cli`` (Django-free, so ``tbot --help`` needs no configuration).
 
-Exit codes: 0 ok; 1 findings / problems (a failed prepare check, a diagnose warning or error,
-an emergency exit that left assets behind); 2 usage or configuration error.
+Exit codes: 0 ok; 1 findings / problems (a failed prepare check or a warning, a diagnose
+warning or error, an emergency exit that left assets behind, a venue that could not be asked);
+2 usage, input or configuration error.
 """
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
 import os
+import re
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from adminapi import diagnostics
+from adminapi import cli, diagnostics
 from infra.logging import trace_context
-from trading.config_schema import ConfigValidationError
-from trading.selectors import system_status
+from trading.config_schema import SCHEMA, ConfigValidationError, config_validate
+from trading.selectors import config_overview, system_status
 from trading.services import control
 from trading.services.emergency import emergency_exit
+from trading.universe import UniverseNotTradable, VenueUnavailable, universe_check
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 SOURCE = "cli"
-EMERGENCY_CONFIRMATION = "EMERGENCY_EXIT"
+EMERGENCY_CONFIRMATION = cli.EMERGENCY_CONFIRMATION
 SEVERITY_MARK = {"info": "  ", "warning": "! ", "error": "X "}
 
 
@@ -46,34 +52,14 @@ def default_actor() -> str:
 
 
 class Command(BaseCommand):
-    help = "Operator CLI: prepare | status | diagnose | halt | resume | emergency-exit (see --help of each)."
+    help = "Operator CLI: prepare | status | diagnose | config | halt | resume | emergency-exit (see --help of each)."
     requires_system_checks: list[str] = []   # `prepare` is the check; tbot must work on a broken deployment
     standalone = False                         # True when run as the `tbot` console script
 
     def add_arguments(self, parser) -> None:
         if self.standalone:
             parser.prog = "tbot"   # before the subparsers copy it into their own usage lines
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
-
-        def add(name: str, help_text: str, *, writes: bool = False):
-            p = sub.add_parser(name, help=help_text, description=help_text)
-            p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
-            if writes:
-                p.add_argument("--by", default=None, help="who is acting (default: the OS user)")
-                p.add_argument("--reason-code", required=True, help="e.g. MANUAL_HALT (^[A-Z][A-Z0-9_]{1,63}$)")
-                p.add_argument("--reason", required=True, help="why, in words")
-            return p
-
-        add("prepare", "Check configuration, migrations, DB, Redis, broker, venue credentials and clock skew.")
-        add("status", "Halt state, config version, venue, order counts, heartbeats, last decision.")
-        add("diagnose", "Why was no order placed? Findings with code, severity, detail and fix.")
-        add("halt", "Halt new entries (audited; idempotent).", writes=True)
-        add("resume", "Resume new entries (audited; idempotent).", writes=True)
-        em = add("emergency-exit", "Halt, cancel open orders and flatten positions.", writes=True)
-        em.add_argument("--confirm", required=True, help=f"must be exactly {EMERGENCY_CONFIRMATION}")
-        em.add_argument("--flatten-all", action="store_true",
-                        help="also sell every non-quote asset on the venue, not only the strategy's positions")
+        cli.add_arguments(parser)
 
     # --- output ---------------------------------------------------------------------------
 
@@ -83,9 +69,9 @@ class Command(BaseCommand):
         else:
             self.stdout.write(text)
 
-    def _fail_usage(self, problems: dict[str, list[str]]) -> int:
+    def _fail_usage(self, problems: dict[str, list[str]], *, error: str = "invalid_input") -> int:
         if self.as_json:
-            self.stdout.write(json.dumps({"ok": False, "error": "invalid_input", "fields": problems}, sort_keys=True))
+            self.stdout.write(json.dumps({"ok": False, "error": error, "fields": problems}, sort_keys=True))
         else:
             for field, items in problems.items():
                 self.stderr.write(f"tbot: {field}: {'; '.join(items)}")
@@ -95,7 +81,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         self.as_json = bool(options.get("json"))
+        _logs_to_stderr()
         name = options["subcommand"]
+        if name == "config":
+            name = f"config_{options['config_action']}"
         if name != "prepare":          # prepare reports this itself, among its other checks
             problem = _database_problem()
             if problem:
@@ -110,12 +99,19 @@ class Command(BaseCommand):
 
     def cmd_prepare(self, options, trace_id: str) -> int:
         checks = diagnostics.prepare_checks()
-        ok = not diagnostics.has_errors(checks)
+        # A warning is a problem too (no ADMIN_TOKEN: nobody can halt through the API): "ready"
+        # only when there is none.
+        problems = [c["code"] for c in checks if c["severity"] != diagnostics.INFO]
         lines = [f"{SEVERITY_MARK[c['severity']]}{c['code']}: {c['detail']}" + (f"\n    fix: {c['fix']}" if c["fix"]
                  and c["severity"] != "info" else "") for c in checks]
-        lines.append("prepare: OK — ready to trade" if ok else "prepare: FAILED — fix the errors above")
-        self._emit({"ok": ok, "checks": checks}, "\n".join(lines))
-        return EXIT_OK if ok else EXIT_PROBLEMS
+        if not problems:
+            lines.append("prepare: OK — ready to trade")
+        else:
+            verdict = "FAILED" if diagnostics.has_errors(checks) else "WARNINGS"
+            lines.append(f"prepare: {verdict} — fix the {len(problems)} problem(s) above before trading "
+                         f"({', '.join(problems)})")
+        self._emit({"ok": not problems, "problems": problems, "checks": checks}, "\n".join(lines))
+        return EXIT_PROBLEMS if problems else EXIT_OK
 
     def cmd_status(self, options, trace_id: str) -> int:
         st = system_status()
@@ -145,6 +141,65 @@ class Command(BaseCommand):
                  else "") for f in findings]
         self._emit({"ok": not problems, "findings": findings}, "\n".join(lines))
         return EXIT_PROBLEMS if problems else EXIT_OK
+
+    def cmd_config_get(self, options, trace_id: str) -> int:
+        overview = config_overview()
+        overview["halt"] = control.is_halted().as_json()
+        wanted = options["keys"]
+        unknown = [k for k in wanted if k not in SCHEMA]
+        if unknown:
+            return self._fail_usage({k: [f"unknown config key; known keys: {', '.join(SCHEMA)}"] for k in unknown})
+        if wanted:
+            overview["keys"] = [k for k in overview["keys"] if k["key"] in wanted]
+            overview["values"] = {k: v for k, v in overview["values"].items() if k in wanted}
+        lines = [f"config version {overview['version']}" + ("" if overview["valid"] else " — INVALID (see below)")]
+        for key in overview["keys"]:
+            bounds = ""
+            if key["minimum"] is not None or key["maximum"] is not None:
+                low = "(" if key["exclusive_minimum"] else "["
+                bounds = f"  range {low}{key['minimum'] or '-inf'}, {key['maximum'] or 'inf'}]"
+            elif key["choices"]:
+                bounds = f"  one of {', '.join(key['choices'])}"
+            origin = (f"v{key['version']} by {key['updated_by']}" if key["source"] == "stored" else "default")
+            lines.append(f"  {key['key']:<26} {_plain(key['value']):<24} ({origin}){bounds}"
+                         + "".join(f"\n      X {p}" for p in key["problems"]))
+        self._emit(overview, "\n".join(lines))
+        return EXIT_OK if overview["valid"] else EXIT_PROBLEMS
+
+    def cmd_config_set(self, options, trace_id: str) -> int:
+        actor = options["by"] or default_actor()
+        changes, problems = _parse_changes(options["changes"])
+        problems.update(control.operator_input_problems(actor=actor, source=SOURCE, reason_code=options["reason_code"],
+                                                        reason=options["reason"], trace_id=trace_id))
+        try:
+            values = config_validate(changes, strict=True) if changes else {}
+        except ConfigValidationError as exc:
+            problems.update(exc.problems)
+            values = {}
+        if problems:
+            return self._fail_usage(problems)
+        if "universe" in values:
+            try:
+                universe_check(values["universe"])
+            except UniverseNotTradable as exc:
+                return self._fail_usage(exc.problems, error="universe_not_tradable")
+            except VenueUnavailable as exc:
+                self._emit({"ok": False, "error": "venue_unavailable", "detail": str(exc)}, f"tbot: {exc}")
+                return EXIT_PROBLEMS
+        try:
+            result = control.config_update(changes=changes, actor=actor, source=SOURCE,
+                                           reason_code=options["reason_code"], reason=options["reason"],
+                                           trace_id=trace_id)
+        except (control.OperatorInputError, ConfigValidationError) as exc:
+            return self._fail_usage(exc.problems)
+        payload = {"ok": True, "changed": result.changed, "unchanged": result.unchanged, "version": result.version,
+                   "audit_id": result.audit_id, "values": result.values, "trace_id": trace_id}
+        lines = [f"config version {result.version}; audit #{result.audit_id}; trace_id {trace_id}"]
+        lines += [f"  {k}: {_plain(v['before'])} -> {_plain(v['after'])}" for k, v in result.changed.items()]
+        if result.unchanged:
+            lines.append(f"  unchanged (already so): {', '.join(result.unchanged)}")
+        self._emit(payload, "\n".join(lines))
+        return EXIT_OK
 
     def _halt_or_resume(self, service, options, trace_id: str) -> int:
         actor = options["by"] or default_actor()
@@ -192,6 +247,50 @@ class Command(BaseCommand):
         ])
         self._emit(payload, text)
         return EXIT_OK if report.flat else EXIT_PROBLEMS
+
+
+def _logs_to_stderr() -> None:
+    """A CLI's stdout is its answer (``--json`` must parse as a whole); log lines go to stderr."""
+    import logging
+    import sys
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
+def _plain(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _parse_changes(items: list[str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """``KEY=VALUE`` words as the JSON values update_config takes: integers as numbers, decimals
+    as the exact string typed, a universe as a comma-separated list (or a JSON array)."""
+    changes: dict[str, Any] = {}
+    problems: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.setdefault("changes", []).append(f"{item!r} is not KEY=VALUE (e.g. risk_per_trade=0.0025)")
+            continue
+        if key in changes:
+            problems[key] = ["given twice"]
+            continue
+        spec = SCHEMA.get(key)
+        if spec is not None and spec.kind == "int" and re.fullmatch(r"-?[0-9]+", text.strip()):
+            changes[key] = int(text)
+        elif spec is not None and spec.kind == "symbols":
+            if text.strip().startswith("["):
+                try:
+                    changes[key] = json.loads(text)
+                except ValueError:
+                    problems[key] = [f"{text!r} is not a JSON array; or give BASE/QUOTE,BASE/QUOTE"]
+            else:
+                changes[key] = [s.strip() for s in text.split(",")] if text.strip() else []
+        else:
+            changes[key] = text   # validation names unknown keys and wrong values
+    return changes, problems
 
 
 def _database_problem() -> str | None:
