@@ -401,6 +401,26 @@ def _diag_orders() -> list[dict[str, Any]]:
                     client_order_ids=[o.client_order_id for o in orders])]
 
 
+def _diag_fees() -> list[dict[str, Any]]:
+    """Fees paid in a third asset (BNB) that could not be valued in quote yet: PnL and the day's
+    loss limit see them only through equity until they are."""
+    from trading.services.fees import unvalued_fees
+
+    rows = unvalued_fees()
+    if not rows:
+        return []
+    totals: dict[str, Decimal] = {}
+    for row in rows:
+        for asset, amount in row["fees"].items():
+            totals[asset] = totals.get(asset, Decimal(0)) + Decimal(amount)
+    listed = ", ".join(f"{format(v.normalize(), 'f')} {a}" for a, v in sorted(totals.items()))
+    return [finding("FEES_UNVALUED", WARNING,
+                    f"{len(rows)} order(s) paid fees not yet valued in quote: {listed}; their PnL leaves them out",
+                    "reconciliation values them at the venue's price of the fill's time once the venue answers "
+                    "(it needs the ASSET/quote market); check the data-syncer",
+                    client_order_ids=[r["client_order_id"] for r in rows][:20])]
+
+
 def _diag_telegram() -> list[dict[str, Any]]:
     from infra.telegram import telegram_enabled, telegram_problems
 
@@ -427,7 +447,7 @@ def diagnose_findings() -> list[dict[str, Any]]:
     findings: list[dict[str, Any]] = []
     for name, check in (("halt", _diag_halt), ("decisions", _diag_decisions), ("health", _diag_health),
                         ("locks", _diag_locks), ("balance", _diag_balance), ("ratelimit", _diag_ratelimit),
-                        ("orders", _diag_orders), ("telegram", _diag_telegram)):
+                        ("orders", _diag_orders), ("fees", _diag_fees), ("telegram", _diag_telegram)):
         findings.extend(_guard(name, check))
     return findings
 

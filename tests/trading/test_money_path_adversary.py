@@ -355,3 +355,12 @@ def test_emergency_exit_whose_read_back_fails_is_not_flat_and_tbot_exits_1(binan
     assert exited.value.code == 1
     assert result["flat"] is False and result["ok"] is False
     assert any("reading balances back" in e for e in result["errors"])
+
+
+def test_diagnose_shows_fees_that_could_not_be_valued(bybit):
+    from adminapi.diagnostics import diagnose_findings
+
+    order = place(bybit, tick="T16")
+    Order.objects.filter(pk=order.pk).update(fee_unvalued={"BNB": "0.0005"})
+    fees = [f for f in diagnose_findings() if f["code"] == "FEES_UNVALUED"]
+    assert fees and "0.0005 BNB" in fees[0]["detail"] and fees[0]["severity"] == "warning"
