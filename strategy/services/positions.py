@@ -45,7 +45,7 @@ from trading.exchanges.base import ExchangeGateway, MarketRules
 from trading.exchanges.errors import VenueError
 from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
 from trading.services.lifecycle import EventType
-from trading.services.orders import order_place
+from trading.services.orders import OrderRefused, order_place
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,12 @@ def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTE
     with transaction.atomic():
         position = StrategyPosition.objects.select_for_update().select_related("entry_order").get(pk=position_id)
         entry = Order.objects.get(pk=position.entry_order_id)
-        before = (position.status, position.quantity, position.exited_quantity, position.exit_proceeds)
+        def projected() -> tuple:
+            return (position.status, position.quantity, position.entry_price, position.entry_fee,
+                    position.exited_quantity, position.exit_proceeds, position.realised_pnl, position.closed_at,
+                    position.exit_attempt, position.exit_order_id, position.exit_reason, position.exit_trace_id)
+
+        before = projected()
         if entry.filled_quantity > 0:
             position.quantity = _held_quantity(entry)
             position.entry_price = (entry.filled_quote / entry.filled_quantity).quantize(_Q18)
@@ -210,7 +215,8 @@ def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTE
         position.exit_proceeds = own_proceeds + em_proceeds
         in_flight = [o for o in own_orders if o.status not in TERMINAL_STATUSES]
         ended = [o for o in own_orders if o.status in TERMINAL_STATUSES]
-        position.exit_attempt = len(ended)
+        # Never lowered: the monitor may have given up (EXIT_FAILED) with fewer exits ended.
+        position.exit_attempt = max(position.exit_attempt, len(ended))
         if own_orders:
             position.exit_order = own_orders[-1]
         emergency = _emergency_exit_for(position) if em_qty > 0 else None
@@ -232,8 +238,7 @@ def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTE
         else:
             position.realised_pnl = None
             position.closed_at = None
-        if before != (position.status, position.quantity, position.exited_quantity, position.exit_proceeds) \
-                or was != position.status:
+        if projected() != before:
             position.save()
         if position.status == P.CLOSED and was != P.CLOSED:
             _notify_closed(position)
@@ -354,10 +359,16 @@ def position_check(*, position_id: int, last_price: Decimal, rules: MarketRules 
             return None
         trace_id = new_trace_id()
         tick_id = f"P{position.pk}"
-        order, created = order_place(
-            venue=position.venue, strategy=position.strategy, symbol=position.symbol, side=Order.Side.SELL,
-            type=Order.Type.MARKET, intent=EXIT_INTENTS[check.reason_code], quantity=quantity, trace_id=trace_id,
-            tick_id=tick_id, client_intent=f"exit{position.exit_attempt}", reason_code=reason)
+        try:
+            order, created = order_place(
+                venue=position.venue, strategy=position.strategy, symbol=position.symbol, side=Order.Side.SELL,
+                type=Order.Type.MARKET, intent=EXIT_INTENTS[check.reason_code], quantity=quantity,
+                trace_id=trace_id, tick_id=tick_id, client_intent=f"exit{position.exit_attempt}", reason_code=reason)
+        except OrderRefused as exc:
+            # Another sell of ours (an operator's emergency exit) is selling this holding now.
+            log.warning("position #%s %s: %s hit but not sold now: %s", position.pk, position.symbol, reason,
+                        exc.detail)
+            return None
         client_order_id = order.client_order_id
         trace_id = order.trace_id
         position.status = P.CLOSING

@@ -31,7 +31,7 @@ from trading.services import lifecycle
 from trading.services.control import trading_halt, trading_resume
 from trading.services.emergency import emergency_exit
 from trading.services.fees import fees_value, unvalued_fees
-from trading.services.orders import EntryRefused, order_place
+from trading.services.orders import OrderRefused, order_place
 from trading.services.reconciliation import _cursor_key, reconcile
 from trading.services.submission import order_resolve, order_submit, orders_sweep
 
@@ -122,7 +122,7 @@ def test_an_exit_whose_send_vanished_is_resent_with_the_same_id_after_the_grace(
 def test_no_entry_is_written_after_a_halt_and_a_pending_entry_is_not_sent_while_halted(binance):
     pending = place(binance, tick="T3", valid_for_s=0.5)           # committed while running
     trading_halt(actor="ops", source="cli", reason_code="MANUAL_HALT", reason="incident", trace_id="h1")
-    with pytest.raises(EntryRefused):
+    with pytest.raises(OrderRefused):
         place(binance, tick="T4")
     assert not Order.objects.filter(tick_id="T4").exists()
     # The committed entry is not sent while halted ...

@@ -36,7 +36,7 @@ from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
 from trading.services import lifecycle
 from trading.services.control import is_halted, trading_halt, trading_resume
 from trading.services.emergency import emergency_exit
-from trading.services.orders import EntryRefused, order_place
+from trading.services.orders import OrderRefused, order_place
 from trading.services.reconciliation import reconcile
 from trading.services.submission import order_resolve, order_submit, orders_sweep
 
@@ -99,7 +99,7 @@ class MoneyPath(RuleBasedStateMachine):
             order_place(venue=self.venue.name, strategy="blite", symbol=BTC, side="buy", type="market",
                         intent="entry", quantity=Decimal(quantity), trace_id=f"t-{tick}", tick_id=tick,
                         valid_until=lifecycle.db_now() + timedelta(seconds=valid_for), enqueue=False)
-        except EntryRefused:
+        except OrderRefused:
             assert is_halted().halted
 
     @precondition(lambda self: Order.objects.filter(status=OrderStatus.PENDING).exists())

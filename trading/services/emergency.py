@@ -29,7 +29,7 @@ from django.db.models.functions import Now
 # Pure arithmetic (no ORM, no I/O) shared with the strategy's sizing: one rounding to the lot step.
 from strategy.engines.sizing import round_to_step
 from trading.client_ids import is_ours
-from trading.exchanges.base import ExchangeGateway, MarketRules
+from trading.exchanges.base import ExchangeGateway, MarketRules, VenueOrderStatus
 from trading.exchanges.errors import OrderNotFoundError, VenueError
 from trading.models import TERMINAL_STATUSES, EmergencyExitRun, Order, OrderEvent, OrderStatus
 from trading.services import lifecycle
@@ -110,9 +110,10 @@ def _cancel_open_orders(gateway: ExchangeGateway, universe: set[str], report: Em
     venue = gateway.name
     for order in Order.objects.filter(venue=venue).exclude(status__in=TERMINAL_STATUSES).order_by("id"):
         if order.status == OrderStatus.PENDING:
-            # Never sent: cancel it here; the lifecycle's claim makes sure no worker sends it after.
-            lifecycle.order_mark_canceled(order_id=order.pk, source=OrderEvent.Source.OPERATOR,
-                                          reason_code="EMERGENCY_EXIT", payload={"detail": "canceled before send"})
+            # Never sent: cancel it here — only if it is still unsent under its row lock; a worker
+            # that claimed it meanwhile owns it now, and it is handled as in flight below.
+            lifecycle.order_cancel_unsent(order_id=order.pk, source=OrderEvent.Source.OPERATOR,
+                                          reason_code="EMERGENCY_EXIT", detail="canceled before send")
             order.refresh_from_db()
             if order.status == OrderStatus.CANCELED:
                 report.canceled_orders.append(order.client_order_id)
@@ -154,7 +155,9 @@ def _cancel_on_venue(gateway: ExchangeGateway, symbol: str, client_order_id: str
 
         order_record_venue_state(order_id=order.pk, venue_order=venue_order, gateway=gateway,
                                  source=OrderEvent.Source.OPERATOR)
-    report.canceled_orders.append(client_order_id)
+    # Only what the venue says it canceled (an order that filled meanwhile was not canceled).
+    if venue_order is not None and venue_order.status in (VenueOrderStatus.CANCELED, VenueOrderStatus.EXPIRED):
+        report.canceled_orders.append(client_order_id)
 
 
 def _is_dust(rules: MarketRules, quantity: Decimal, price: Decimal) -> bool:

@@ -432,10 +432,25 @@ def order_mark_imported(*, order_id: int, venue_order: VenueOrder) -> Order:
                                    source=OrderEvent.Source.RECONCILIATION)
 
 
-def order_mark_canceled(*, order_id: int, source: str, reason_code: str, payload: dict | None = None) -> Order:
+def order_cancel_unsent(*, order_id: int, source: str, reason_code: str, detail: str) -> Order:
+    """Cancel an order that was never sent. Decided under the row lock: if a worker has claimed
+    it meanwhile (submitted), it is not ours to cancel here — only the venue can say what became
+    of it."""
     with transaction.atomic():
         order = _locked(order_id)
-        if order.status in TERMINAL_STATUSES:
+        if order.status != S.PENDING:
+            return order
+        _transition(order, S.CANCELED, event_type=EventType.CANCELED, source=source, reason_code=reason_code,
+                    payload={"detail": detail})
+        return order
+
+
+def order_mark_canceled(*, order_id: int, source: str, reason_code: str, payload: dict | None = None) -> Order:
+    """The venue canceled the order (or it was never sent). A send in flight or of unknown outcome
+    is never written off here: only the venue's own answer settles those."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order.status in TERMINAL_STATUSES or order.status in (S.SUBMITTED, S.SUBMIT_UNKNOWN):
             return order
         _transition(order, S.CANCELED, event_type=EventType.CANCELED, source=source, reason_code=reason_code,
                     payload=payload)

@@ -13,16 +13,26 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from trading.client_ids import make_client_order_id
-from trading.models import Order, OrderEvent
+from trading.models import TERMINAL_STATUSES, Order, OrderEvent
 from trading.services import lifecycle
 from trading.services.control import halt_state_committed
 
 
-class EntryRefused(Exception):
-    """An entry cannot be placed now (trading is halted). Nothing was written."""
+def _sell_in_flight(*, venue: str, symbol: str, except_client_order_id: str) -> Order | None:
+    """Under the per-symbol sell lock (held until the caller's transaction ends): a sell of ours
+    on ``symbol`` that is not final yet, other than the one being placed."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"alphasniper:sell:{venue}:{symbol}"])
+    return (Order.objects.filter(venue=venue, symbol=symbol, side=Order.Side.SELL)
+            .exclude(status__in=TERMINAL_STATUSES).exclude(client_order_id=except_client_order_id).first())
+
+
+class OrderRefused(Exception):
+    """The order cannot be placed now; nothing was written. ``reason_code``: HALTED (an entry while
+    trading is halted) or SELL_IN_FLIGHT (another sell of ours on the symbol is not final)."""
 
     def __init__(self, reason_code: str, detail: str) -> None:
         super().__init__(f"{reason_code}: {detail}")
@@ -50,10 +60,13 @@ def order_place(*, venue: str, strategy: str, symbol: str, side: str, type: str,
 
     The client id is ``make_client_order_id(strategy, symbol, tick_id, client_intent or intent)``:
     the same intent computed twice — a re-delivered task, a second worker — finds the order
-    already there and places nothing. An entry is refused with ``EntryRefused`` when trading is
+    already there and places nothing. An entry is refused (``OrderRefused``) when trading is
     halted, decided against the committed halt inside this transaction (ARCHITECTURE invariant 9);
-    exits are never refused. ``enqueue=False`` is for a caller that sends the order itself right
-    after (the emergency exit, which reports each sell's outcome)."""
+    a halt never refuses an exit. A sell is refused while another sell of ours on the same symbol
+    is not final: the stop monitor and an emergency exit must never both sell one holding, so
+    every sell is placed under one lock per venue and symbol. ``enqueue=False`` is for a caller
+    that sends the order itself right after (the emergency exit, which reports each sell's
+    outcome)."""
     client_order_id = make_client_order_id(strategy=strategy, symbol=symbol, tick_id=tick_id,
                                            intent=client_intent or intent)
     new = lifecycle.NewOrder(client_order_id=client_order_id, venue=venue, strategy=strategy, symbol=symbol,
@@ -63,7 +76,11 @@ def order_place(*, venue: str, strategy: str, symbol: str, side: str, type: str,
         if intent == Order.Intent.ENTRY:
             halt = halt_state_committed()
             if halt.halted:
-                raise EntryRefused("HALTED", f"trading is halted ({halt.reason_code or 'no reason recorded'})")
+                raise OrderRefused("HALTED", f"trading is halted ({halt.reason_code or 'no reason recorded'})")
+        if side == Order.Side.SELL:
+            busy = _sell_in_flight(venue=venue, symbol=symbol, except_client_order_id=client_order_id)
+            if busy is not None:
+                raise OrderRefused("SELL_IN_FLIGHT", f"sell {busy.client_order_id} on {symbol} is still {busy.status}")
         order, created = lifecycle.order_create(new=new, source=source)
         if created and enqueue:
             order_id = order.pk

@@ -232,8 +232,9 @@ def _apply_trades(gateway: ExchangeGateway, symbol: str, trades: list[VenueTrade
         return
     by_cid = {o.client_order_id: o for o in Order.objects.filter(
         venue=venue, client_order_id__in=[t.client_order_id for t in trades if t.client_order_id])}
+    # Binance numbers orders per symbol: a venue order id means something only with its symbol.
     by_venue_id = {o.venue_order_id: o for o in Order.objects.filter(
-        venue=venue, venue_order_id__in=[t.venue_order_id for t in trades])}
+        venue=venue, symbol=symbol, venue_order_id__in=[t.venue_order_id for t in trades])}
     unmatched = [t for t in trades if t.client_order_id not in by_cid and t.venue_order_id not in by_venue_id]
     if unmatched:
         # Binance trades carry no client id: learn the venue ids of our orders that lack one.
@@ -284,22 +285,34 @@ def _import(venue_order: VenueOrder, *, venue: str, report: ReconcileReport) -> 
 # --- holdings ----------------------------------------------------------------------------------
 
 _HOLDINGS_SQL = """
-SELECT split_part(o.symbol, '/', 1) AS base,
-       SUM(CASE WHEN o.side = 'buy' THEN 1 ELSE -1 END * (e.payload ->> 'quantity')::numeric)
-     - SUM(CASE WHEN e.payload ->> 'fee_asset' = split_part(o.symbol, '/', 1)
-                THEN (e.payload ->> 'fee')::numeric ELSE 0 END) AS held
-FROM order_events e
-JOIN orders o ON o.id = e.order_id
-WHERE e.event_type = 'FILL' AND o.venue = %s
-GROUP BY 1
+WITH fills AS (
+    SELECT split_part(o.symbol, '/', 1) AS base,
+           SUM(CASE WHEN o.side = 'buy' THEN 1 ELSE -1 END * (e.payload ->> 'quantity')::numeric)
+         - SUM(CASE WHEN e.payload ->> 'fee_asset' = split_part(o.symbol, '/', 1)
+                    THEN (e.payload ->> 'fee')::numeric ELSE 0 END) AS held
+    FROM order_events e
+    JOIN orders o ON o.id = e.order_id
+    WHERE e.event_type = 'FILL' AND o.venue = %s
+    GROUP BY 1
+), owed AS (
+    SELECT split_part(symbol, '/', 1) AS base,
+           SUM(CASE WHEN side = 'buy' THEN 1 ELSE -1 END * (venue_filled_quantity - filled_quantity)) AS owed
+    FROM orders
+    WHERE venue = %s AND venue_filled_quantity > filled_quantity
+    GROUP BY 1
+)
+SELECT base, COALESCE(fills.held, 0) + COALESCE(owed.owed, 0)
+FROM fills FULL OUTER JOIN owed USING (base)
 """
 
 
 def expected_holdings(venue: str) -> dict[str, Decimal]:
-    """Base-asset quantity our own fills say we hold, per asset: bought minus sold, minus fees
-    the venue took in the base asset (Binance and Bybit charge a buy's fee in the coin bought)."""
+    """Base-asset quantity our own orders say we hold, per asset: bought minus sold, minus fees
+    the venue took in the base asset (Binance and Bybit charge a buy's fee in the coin bought) —
+    and counting what the venue says an order filled whose trades we have not read yet (its fee
+    is not known then, so that part is counted whole)."""
     with connection.cursor() as cur:
-        cur.execute(_HOLDINGS_SQL, [venue])
+        cur.execute(_HOLDINGS_SQL, [venue, venue])
         return {base: held for base, held in cur.fetchall()}
 
 
