@@ -364,3 +364,18 @@ def test_diagnose_shows_fees_that_could_not_be_valued(bybit):
     Order.objects.filter(pk=order.pk).update(fee_unvalued={"BNB": "0.0005"})
     fees = [f for f in diagnose_findings() if f["code"] == "FEES_UNVALUED"]
     assert fees and "0.0005 BNB" in fees[0]["detail"] and fees[0]["severity"] == "warning"
+
+
+def test_an_abandoned_entry_that_the_venue_had_after_all_is_found_by_the_next_light_pass(binance):
+    # Given an entry whose send the venue showed only long after it was abandoned
+    binance.script_next_create("late", delay_s=1.2)
+    order = order_submit(order_id=place(binance, tick="T17", valid_for_s=0.1).pk, gateway=binance)
+    order = resolve_until_settled(binance, order)
+    assert order.status == OrderStatus.EXPIRED and order.events.filter(event_type="ENTRY_ABANDONED").exists()
+    time.sleep(1.0)
+    # When a light reconciliation pass runs (the trade cursor already past the fill)
+    get_redis().set(_cursor_key("binance", BTC), int(time.time() * 1000) + 600_000)
+    reconcile(gateway=binance, symbols=[BTC], full=False)
+    # Then its fills are recorded: the position sees what the venue holds
+    order.refresh_from_db()
+    assert order.filled_quantity == Decimal("0.01") and binance.orders_with_client_id(order.client_order_id) == 1

@@ -24,10 +24,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.db.models.functions import Now
 
 from infra.clock import datetime_to_ms, now_ms
 from infra.logging import new_trace_id
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 SOURCE = OrderEvent.Source.RECONCILIATION
 DEFAULT_LOOKBACK_MS = 24 * 3600 * 1000
 CURSOR_OVERLAP_MS = 60_000   # re-read the last minute: trades are idempotent, gaps are not
+ABANDONED_WATCH = timedelta(hours=1)
 
 
 @dataclass
@@ -159,7 +162,12 @@ def _reconcile_symbol(gateway: ExchangeGateway, symbol: str, report: ReconcileRe
     # Trades the venue owes us: it said an order of ours filled more than we have trades for (its
     # trade list lags its order query). Read from that order's creation, however long ago, until
     # they are all recorded - a trade that shows up late carries its (old) execution time.
-    owed_since = (Order.objects.filter(venue=venue, symbol=symbol, venue_filled_quantity__gt=F("filled_quantity"))
+    # Likewise an entry abandoned with its outcome unknown within the last hour: if the venue had
+    # it after all, its trades show up late and must be found on the next pass, not a full one.
+    owed_since = (Order.objects.filter(Q(venue_filled_quantity__gt=F("filled_quantity"))
+                                       | Q(status=OrderStatus.EXPIRED, submit_attempts__gt=0,
+                                           updated_at__gte=Now() - ABANDONED_WATCH),
+                                       venue=venue, symbol=symbol)
                   .order_by("created_at").values_list("created_at", flat=True).first())
     trades: list[VenueTrade] = []
     read_trades = full or fills_differ or closed_there or owed_since is not None
