@@ -218,16 +218,19 @@ def test_a_bnb_fee_that_cannot_be_priced_stays_unvalued(bybit):
 # --- 12. trades that become visible long after their order closed -----------------------------
 
 def test_trades_visible_long_after_the_order_closed_are_still_recorded(binance):
+    # Given a market buy that half fills, its rest expires, and whose trade the venue lists late
+    binance.script_next_create("partial", fraction=Decimal("0.5"), rest="expired")
     binance.script_trade_visibility_delay(0.5)
     order = order_submit(order_id=place(binance, tick="T8").pk, gateway=binance)
-    # The order query says filled, the trade list does not show it yet
-    assert order.venue_filled_quantity == Decimal("0.01") and order.filled_quantity == 0
+    # The order is over (expired) and its query says 0.005 filled; the trade list shows nothing yet
+    assert order.status == OrderStatus.EXPIRED
+    assert order.venue_filled_quantity == Decimal("0.005") and order.filled_quantity == 0
     # A reconciliation pass has meanwhile moved the trade cursor far past the trade's time
     get_redis().set(_cursor_key("binance", BTC), int(time.time() * 1000) + 600_000)
     time.sleep(0.6)
     reconcile(gateway=binance, symbols=[BTC], full=False)
     order.refresh_from_db()
-    assert order.filled_quantity == Decimal("0.01") and order.status == OrderStatus.FILLED
+    assert order.filled_quantity == Decimal("0.005") and order.status == OrderStatus.EXPIRED
     assert not Order.objects.filter(venue_filled_quantity__gt=F("filled_quantity")).exists()
 
 
