@@ -22,10 +22,11 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from infra.clock import TIMEFRAME_SECONDS
+
 INFO, WARNING, ERROR = "info", "warning", "error"
 SKEW_WARN_MS = 1000
 SKEW_ERROR_MS = 5000
-TIMEFRAME_S = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 
 
 def finding(code: str, severity: str, detail: str, fix: str = "", **data: Any) -> dict[str, Any]:
@@ -222,7 +223,7 @@ def _diag_decisions() -> list[dict[str, Any]]:
     if not latest:
         out.append(_no_decisions(cfg))
         return out
-    stale_after = timedelta(seconds=2 * TIMEFRAME_S.get(cfg.timeframe, 900) + 300)
+    stale_after = timedelta(seconds=2 * TIMEFRAME_SECONDS.get(cfg.timeframe, 900) + 300)
     now = timezone.now()
     for symbol in cfg.universe:
         d = latest.get(symbol)
@@ -270,7 +271,7 @@ def _no_decisions(cfg) -> dict[str, Any]:
     from infra.clock import last_closed_candle_close, tick_id_for, to_hk
     from syncer.selectors import tick_synced
 
-    step = timedelta(seconds=TIMEFRAME_S.get(cfg.timeframe, 900))
+    step = timedelta(seconds=TIMEFRAME_SECONDS.get(cfg.timeframe, 900))
     now = timezone.now()
     last_close = last_closed_candle_close(now, cfg.timeframe)
     next_close = last_close + step

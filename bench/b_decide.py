@@ -25,7 +25,7 @@ CANDLES = 300
 
 def _batch(n_symbols: int):
     from strategy.engines import CandleBatch
-    from syncer.sources.synthetic import SyntheticMarket
+    from trading.exchanges.paper.synthetic import SyntheticMarket
 
     market = SyntheticMarket(seed=7)
     start = 1_700_000_000_000 - (1_700_000_000_000 % 900_000)      # aligned to 15m

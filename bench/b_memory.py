@@ -42,7 +42,7 @@ def _sample(workers: dict[str, Any]) -> dict[str, float]:
 
 def run(stack: Any, quick: bool) -> dict[str, Any]:
     from bench.b_reconcile import clean_orders
-    from infra.clock import last_closed_candle_close, now_utc, tick_id_for
+    from infra.clock import last_closed_candle_close, now_utc, tick_id_for, timeframe_seconds
     from strategy.models import StrategyDecision
     from strategy.params import STRATEGY_NAME
     from strategy.tasks import tick
@@ -55,7 +55,7 @@ def run(stack: Any, quick: bool) -> dict[str, Any]:
     env = {**stack.env, "EXCHANGE": "paper", "LOG_LEVEL": "INFO"}
     workers = {"strategy-engine": stack.celery_worker("strategy-engine", "strategy,orders", concurrency=2, env=env),
                "data-syncer": stack.celery_worker("data-syncer", "sync", concurrency=1, env=env)}
-    step = timedelta(seconds={"1m": 60, "5m": 300, "15m": 900, "1h": 3600}.get(cfg.timeframe, 900))
+    step = timedelta(seconds=timeframe_seconds(cfg.timeframe))
     last = last_closed_candle_close(now_utc(), cfg.timeframe)
     tick_ids = [tick_id_for(last - step * k) for k in range(n_ticks, 0, -1)]
     before = StrategyDecision.objects.filter(strategy=STRATEGY_NAME).values("tick_id").distinct().count()

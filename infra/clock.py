@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 HK = ZoneInfo("Asia/Hong_Kong")
 
+# The one timeframe table: what the strategy can trade on, the syncer syncs and the paper venue's
+# feeds serve. Everything else derives from it.
 TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 
 
@@ -40,6 +42,11 @@ def timeframe_seconds(timeframe: str) -> int:
         raise ValueError(f"unsupported timeframe {timeframe!r}; use one of {', '.join(TIMEFRAME_SECONDS)}") from None
 
 
+def timeframe_ms(timeframe: str) -> int:
+    """'1m' -> 60000. Raises ValueError naming the unsupported timeframe."""
+    return timeframe_seconds(timeframe) * 1000
+
+
 def last_closed_candle_close(moment: datetime, timeframe: str) -> datetime:
     """The close time (UTC) of the newest candle that has closed at ``moment``."""
     step = timeframe_seconds(timeframe)
@@ -70,6 +77,7 @@ def datetime_to_ms(moment: datetime) -> int:
 
 __all__ = [
     "HK", "UTC", "now_utc", "now_ms", "to_hk", "hk_trading_day", "hk_day_start_utc", "timeframe_seconds",
+    "timeframe_ms", "TIMEFRAME_SECONDS",
     "last_closed_candle_close", "tick_id_for", "tick_close_from_id", "ms_to_datetime", "datetime_to_ms",
     "timedelta",
 ]

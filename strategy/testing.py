@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from strategy.engines import BLiteParams, CandleBatch, decide_entries, timeframe_to_ms
-from syncer.sources.candle import SourceCandle
+from trading.exchanges.base import Candle
 
 __all__ = ["ManualClock", "ScriptedSource", "find_synthetic_entries", "paper_gateway"]
 
@@ -34,16 +34,16 @@ class ScriptedSource:
     ``prices`` sets the ticker / fill price per symbol (default: the newest close)."""
 
     tick: Decimal = Decimal("0.0001")
-    series: dict[tuple[str, str], list[SourceCandle]] = field(default_factory=dict)
+    series: dict[tuple[str, str], list[Candle]] = field(default_factory=dict)
     prices: dict[str, Decimal] = field(default_factory=dict)
     max_per_request: int | None = None          # a venue that returns fewer candles than asked
     requests: list[tuple[str, str, int | None, int]] = field(default_factory=list)
 
-    def set_candles(self, symbol: str, timeframe: str, candles: Iterable[SourceCandle]) -> None:
+    def set_candles(self, symbol: str, timeframe: str, candles: Iterable[Candle]) -> None:
         self.series[(symbol, timeframe)] = sorted(candles, key=lambda c: c.open_time_ms)
 
     def fetch_closed_candles(self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500,
-                             now_ms: int) -> list[SourceCandle]:
+                             now_ms: int) -> list[Candle]:
         self.requests.append((symbol, timeframe, since_ms, limit))
         tf = timeframe_to_ms(timeframe)
         rows = [c for c in self.series.get((symbol, timeframe), []) if c.open_time_ms + tf <= now_ms]
@@ -65,12 +65,12 @@ class ScriptedSource:
         return self.tick
 
 
-def to_source_candles(candles: Iterable, *, places: int = 4) -> list[SourceCandle]:
+def to_source_candles(candles: Iterable, *, places: int = 4) -> list[Candle]:
     """Float candles (anything with open_time_ms/open/high/low/close/volume) as Decimal candles."""
     def d(x: float) -> Decimal:
         return Decimal(str(round(float(x), places)))
 
-    return [SourceCandle(int(c.open_time_ms), d(c.open), d(c.high), d(c.low), d(c.close), d(c.volume))
+    return [Candle(int(c.open_time_ms), d(c.open), d(c.high), d(c.low), d(c.close), d(c.volume))
             for c in candles]
 
 

@@ -19,9 +19,10 @@ from typing import Any
 from infra.clock import datetime_to_ms, ms_to_datetime, now_ms
 from infra.redis import get_redis, key
 from syncer.models import BalanceSnapshot, Candle, Ticker
+from trading.exchanges.base import Candle as VenueCandle
 
 __all__ = [
-    "StoredCandle", "VenueHealth", "candles_window", "latest_balances", "latest_prices", "newest_open_ms",
+    "VenueHealth", "candles_window", "latest_balances", "latest_prices", "newest_open_ms",
     "stored_open_times", "sync_status", "tick_synced", "venue_health",
 ]
 
@@ -46,19 +47,7 @@ def stale_set_key(venue: str, timeframe: str) -> str:
     return key("sync", "stale", venue, timeframe)
 
 
-@dataclass(frozen=True)
-class StoredCandle:
-    """A stored candle in the shape the engines take (``CandleLike``)."""
-
-    open_time_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-
-
-def candles_window(*, venue: str, symbol: str, timeframe: str, last_open_ms: int, count: int) -> list[StoredCandle]:
+def candles_window(*, venue: str, symbol: str, timeframe: str, last_open_ms: int, count: int) -> list[VenueCandle]:
     """The newest ``count`` stored candles opening at or before ``last_open_ms``, oldest first.
 
     Holes are kept as holes: the strategy must see them (GAP_IN_DATA), never a repaired series.
@@ -66,7 +55,7 @@ def candles_window(*, venue: str, symbol: str, timeframe: str, last_open_ms: int
     rows = (Candle.objects.filter(venue=venue, symbol=symbol, timeframe=timeframe,
                                   open_time__lte=ms_to_datetime(last_open_ms))
             .order_by("-open_time").values_list("open_time", "open", "high", "low", "close", "volume")[:count])
-    return [StoredCandle(datetime_to_ms(t), o, h, lo, c, v) for t, o, h, lo, c, v in reversed(rows)]
+    return [VenueCandle(datetime_to_ms(t), o, h, lo, c, v) for t, o, h, lo, c, v in reversed(rows)]
 
 
 def newest_open_ms(*, venue: str, symbol: str, timeframe: str, at_or_before_ms: int | None = None) -> int | None:

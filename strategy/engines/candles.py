@@ -22,33 +22,17 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from infra.clock import TIMEFRAME_SECONDS, timeframe_ms
+
 __all__ = ["PAD_OPEN_TIME", "TIMEFRAME_MS", "CandleBatch", "CandleLike", "timeframe_to_ms"]
 
 # Marks a padded (non-existent) candle in ``open_time_ms``. Negative, so it can never be a
 # real epoch time and never accidentally look evenly spaced with real candles.
 PAD_OPEN_TIME = np.int64(-1)
 
-TIMEFRAME_MS: dict[str, int] = {
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
-}
-
-
-def timeframe_to_ms(timeframe: str) -> int:
-    """'1m' -> 60000. Raises ValueError naming the unsupported timeframe."""
-    try:
-        return TIMEFRAME_MS[timeframe]
-    except KeyError:
-        raise ValueError(
-            f"unsupported timeframe {timeframe!r}; expected one of {list(TIMEFRAME_MS)}"
-        ) from None
+# The timeframe table lives in ``infra.clock`` (pure, no I/O): one for the whole system.
+TIMEFRAME_MS: dict[str, int] = {tf: seconds * 1000 for tf, seconds in TIMEFRAME_SECONDS.items()}
+timeframe_to_ms = timeframe_ms
 
 
 class CandleLike(Protocol):

@@ -18,11 +18,11 @@ from strategy.services import tick as tick_module
 from strategy.services.tick import tick_run
 from strategy.testing import ManualClock, ScriptedSource, find_synthetic_entries, paper_gateway, to_source_candles
 from syncer.services import tick_sync_if_due
-from syncer.sources.synthetic import SyntheticMarket
 from tests.strategy.helpers import series
 from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
-from trading.marketdata import SyntheticSource
+from trading.exchanges.paper.feeds import SyntheticSource
+from trading.exchanges.paper.synthetic import SyntheticMarket
 from trading.models import Order
 from trading.services.control import config_update
 

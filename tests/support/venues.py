@@ -10,8 +10,7 @@ from decimal import Decimal
 
 from emulator import EmulatorControl, EmulatorHandle
 from emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
-from syncer.sources.candle import SourceCandle
-from trading.exchanges.base import ExchangeGateway
+from trading.exchanges.base import Candle, ExchangeGateway
 from trading.exchanges.binance import BinanceGateway
 from trading.exchanges.bybit import BybitGateway
 from trading.exchanges.paper import PaperGateway
@@ -25,7 +24,7 @@ class ManualPrices:
     prices: dict[str, Decimal] = field(default_factory=lambda: {"BTC/USDT": Decimal("30000"),
                                                                 "ETH/USDT": Decimal("2000")})
 
-    def fetch_closed_candles(self, symbol, timeframe, *, since_ms=None, limit=500, now_ms) -> list[SourceCandle]:
+    def fetch_closed_candles(self, symbol, timeframe, *, since_ms=None, limit=500, now_ms) -> list[Candle]:
         return []
 
     def price_at(self, symbol: str, t_ms: int) -> Decimal:

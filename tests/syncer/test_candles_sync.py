@@ -14,10 +14,11 @@ from infra.clock import ms_to_datetime, tick_id_for
 from infra.models import TelegramOutbox
 from strategy.testing import ManualClock, ScriptedSource, paper_gateway
 from syncer import selectors
-from syncer.models import BalanceSnapshot, Candle, Ticker
+from syncer.models import BalanceSnapshot, Ticker
+from syncer.models import Candle as StoredCandleRow
 from syncer.services import candles_sync, market_snapshot_sync, tick_due, tick_sync_if_due
-from syncer.sources.candle import SourceCandle
 from trading.config_schema import config_get
+from trading.exchanges.base import Candle
 from trading.exchanges.errors import RateLimitedError, TransientError
 from trading.services.control import config_update
 
@@ -28,14 +29,14 @@ CLOSE = 1_700_000_040_000 + 300 * TF         # a minute boundary: the newest can
 WINDOW = 30
 
 
-def series(symbol: str, n: int, *, end_close: int = CLOSE, skip: tuple[int, ...] = ()) -> list[SourceCandle]:
+def series(symbol: str, n: int, *, end_close: int = CLOSE, skip: tuple[int, ...] = ()) -> list[Candle]:
     first = end_close - n * TF
     out = []
     for i in range(n):
         if i in skip:
             continue
         p = Decimal(100 + i)
-        out.append(SourceCandle(first + i * TF, p, p + 1, p - 1, p + Decimal("0.5"), Decimal(10 + i)))
+        out.append(Candle(first + i * TF, p, p + 1, p - 1, p + Decimal("0.5"), Decimal(10 + i)))
     return out
 
 
@@ -110,12 +111,12 @@ def test_the_tick_follows_a_timeframe_changed_at_runtime(gateway, clock):
 
 def test_first_sync_loads_the_window_and_a_second_sync_changes_nothing(gateway, clock, source):
     first = sync(gateway, clock)
-    rows = list(Candle.objects.filter(symbol="BTC/USDT").values_list("open_time", "close"))
+    rows = list(StoredCandleRow.objects.filter(symbol="BTC/USDT").values_list("open_time", "close"))
     assert first.symbols["BTC/USDT"].stored == WINDOW and len(rows) == WINDOW
     assert ms_to_datetime(CLOSE - TF) == rows[-1][0]               # the newest closed candle
     source.requests.clear()
     second = sync(gateway, clock)
-    assert list(Candle.objects.filter(symbol="BTC/USDT").values_list("open_time", "close")) == rows
+    assert list(StoredCandleRow.objects.filter(symbol="BTC/USDT").values_list("open_time", "close")) == rows
     assert second.symbols["BTC/USDT"].requests == 0                # up to date: not even one request
     assert second.ok and not second.gap_symbols and not second.stale_symbols
 
@@ -133,10 +134,10 @@ def test_sync_is_incremental_from_the_last_stored_candle(gateway, clock, source)
 def test_a_hole_in_the_db_is_back_filled_from_the_venue(gateway, clock):
     sync(gateway, clock)
     hole = ms_to_datetime(CLOSE - 10 * TF)
-    Candle.objects.filter(symbol="BTC/USDT", open_time=hole).delete()
+    StoredCandleRow.objects.filter(symbol="BTC/USDT", open_time=hole).delete()
     report = sync(gateway, clock)
     assert report.symbols["BTC/USDT"].missing_count == 0
-    assert Candle.objects.filter(symbol="BTC/USDT", open_time=hole).exists()
+    assert StoredCandleRow.objects.filter(symbol="BTC/USDT", open_time=hole).exists()
 
 
 def test_a_gap_the_venue_cannot_fill_is_reported_and_never_invented(gateway, clock, source):

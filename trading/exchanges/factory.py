@@ -22,7 +22,7 @@ def build_gateway() -> ExchangeGateway:
     venue = settings.VENUE
     if venue.name == "paper":
         from trading.exchanges.paper import PaperGateway
-        from trading.marketdata import market_data_source
+        from trading.exchanges.paper.feeds import market_data_source
 
         return PaperGateway(source=market_data_source(), fee_rate=settings.PAPER_FEE_RATE,
                             slippage_bps=settings.PAPER_SLIPPAGE_BPS,

@@ -157,7 +157,7 @@ class SettableMarket:
     """
 
     def __init__(self, candle_dir: Path) -> None:
-        from trading.marketdata import SyntheticSource
+        from trading.exchanges.paper.feeds import SyntheticSource
 
         self.prices = {"BTC/USDT": Decimal("30000"), "ETH/USDT": Decimal("2000"), "SOL/USDT": Decimal("100")}
         self.synthetic = SyntheticSource(seed=7)
@@ -169,7 +169,7 @@ class SettableMarket:
         self.prices[symbol] = Decimal(price)
 
     def set_candles(self, symbol: str, timeframe: str, rows: list[tuple[Any, ...]]) -> None:
-        from syncer.sources.replay import COLUMNS, ReplaySource, replay_file_name
+        from trading.exchanges.paper.replay import COLUMNS, ReplaySource, replay_file_name
 
         with (self.candle_dir / replay_file_name(symbol, timeframe)).open("w", newline="") as handle:
             writer = csv.writer(handle)

@@ -24,7 +24,7 @@ from trading.exchanges.base import OrderRequest, OrderType, Side, VenueOrderStat
 from trading.exchanges.binance import BinanceGateway
 
 KEY, SECRET = DEFAULT_API_KEY, DEFAULT_API_SECRET
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def now_ms() -> int:

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trading.exchanges.paper import synthetic
 
 from strategy.engines.blite import BLiteParams, decide_entries
 from strategy.engines.candles import CandleBatch
 from strategy.engines.stops import ExitReason, PositionStop, evaluate_exit
-from syncer.sources import synthetic
-from syncer.sources.candle import SourceCandle
-from syncer.sources.synthetic import SyntheticMarket, symbol_profile
+from trading.exchanges.base import Candle
+from trading.exchanges.paper.synthetic import SyntheticMarket, symbol_profile
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 NOW = 1_750_000_000_000                 # not on a minute boundary (40 s into a minute)
 UNIVERSE = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT")
 TF = synthetic.SUPPORTED_TIMEFRAMES
@@ -57,7 +57,7 @@ def test_seed_and_symbol_change_the_market() -> None:
 
 _CHILD = """
 import json, sys
-from syncer.sources.synthetic import fetch_closed_candles, price_at
+from trading.exchanges.paper.synthetic import fetch_closed_candles, price_at
 cs = fetch_closed_candles("SOL/USDT", "5m", None, 40, {now}, seed=11)
 rows = [[c.open_time_ms, str(c.open), str(c.high), str(c.low), str(c.close), str(c.volume)] for c in cs]
 print(json.dumps(rows + [str(price_at("SOL/USDT", {now}, seed=11))]))
@@ -82,7 +82,7 @@ def test_golden_candle_pins_the_generator() -> None:
     # Changing the generator changes the market under every stored backtest and every running
     # paper account. If this fails on purpose, bump "synthetic-v1" in the hash domain too.
     (c,) = synthetic.fetch_closed_candles("BTC/USDT", "1m", 1_749_999_900_000, 1, NOW)
-    assert c == SourceCandle(
+    assert c == Candle(
         open_time_ms=1_749_999_900_000, open=Decimal("60469.34"), high=Decimal("60481.91"),
         low=Decimal("60461.30"), close=Decimal("60477.88"), volume=Decimal("27.563"),
     )
@@ -214,7 +214,7 @@ HORIZON = 60          # candles after "now" in which we expect an entry
 EXIT_HORIZON = 120    # candles after an entry in which we expect its stop or target
 
 
-def _exit_after(candles: list[SourceCandle], entry: float, stop: float) -> tuple[int, ExitReason] | None:
+def _exit_after(candles: list[Candle], entry: float, stop: float) -> tuple[int, ExitReason] | None:
     """Walk the candles after an entry through ``evaluate_exit``: open, then the wick on the
     side the candle did not close on, the other wick, then close."""
     state = PositionStop.open(entry_price=Decimal(repr(entry)), stop_price=Decimal(repr(stop)))

@@ -7,11 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from syncer.sources.candle import SourceCandle
 from tests.conftest import free_port
-from trading.exchanges.base import OrderRequest, OrderType, Side, VenueOrderStatus
+from trading.exchanges.base import Candle, OrderRequest, OrderType, Side, VenueOrderStatus
 from trading.exchanges.errors import RejectedError, TransientError
-from trading.exchanges.public import PublicVenueSource
+from trading.exchanges.paper.feeds import PublicVenueSource
 from trading.exchanges.ratelimit import rate_limit_state
 
 D = Decimal
@@ -36,12 +35,12 @@ def test_candles_prices_and_ticks_come_from_public_endpoints_only(emulator, cont
 
     candles = source.fetch_closed_candles("BTC/USDT", "1h", limit=10, now_ms=now_ms())
 
-    assert candles == [SourceCandle(*r) for r in rows[:4]]
+    assert candles == [Candle(*r) for r in rows[:4]]
     assert source.fetch_closed_candles("BTC/USDT", "1h", since_ms=rows[2][0], limit=10, now_ms=now_ms()) == \
-        [SourceCandle(*r) for r in rows[2:4]]
+        [Candle(*r) for r in rows[2:4]]
     # A caller whose clock is an hour behind sees only what had closed by then.
     assert source.fetch_closed_candles("BTC/USDT", "1h", limit=10, now_ms=rows[3][0]) == \
-        [SourceCandle(*r) for r in rows[:3]]
+        [Candle(*r) for r in rows[:3]]
     assert source.price_at("BTC/USDT", now_ms()) == D("31234.56")
     assert source.tick_size("BTC/USDT") == D("0.01")
     assert source.tick_size("DOGE/USDT") is None
@@ -75,7 +74,7 @@ def test_errors_are_ours(emulator, redis_client):
 
 @pytest.mark.parametrize("emulator", ["bybit"], indirect=True)
 def test_settings_choose_the_venue_and_its_root(emulator, control, settings, redis_client):
-    from trading.marketdata import market_data_source
+    from trading.exchanges.paper.feeds import market_data_source
 
     settings.MARKET_DATA_SOURCE = "bybit"
     settings.MARKET_DATA_BASE_URL = emulator.base_url

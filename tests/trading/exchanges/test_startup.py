@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import free_port
-from tests.exchanges.conftest import GATEWAY_CLASSES, SettableMarket, make_paper_gateway
+from tests.trading.exchanges.conftest import GATEWAY_CLASSES, SettableMarket, make_paper_gateway
 from trading.exchanges.startup import is_warning, venue_startup_check
 
 KEY_VARS = {"binance": "BINANCE_API_KEY / BINANCE_API_SECRET", "bybit": "BYBIT_API_KEY / BYBIT_API_SECRET"}

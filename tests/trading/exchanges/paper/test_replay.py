@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from syncer.sources.replay import ReplayDataError, ReplaySource, load_candles_csv, replay_file_name
+from trading.exchanges.paper.replay import ReplayDataError, ReplaySource, load_candles_csv, replay_file_name
 
 HEADER = "open_time_ms,open,high,low,close,volume"
 T0 = 1_700_000_040_000

@@ -1,5 +1,5 @@
 """One worker process of the shared-rate-limit tests: a gateway with the Redis limiter, driven
-against an emulator. ``python -m tests.exchanges.ratelimit_worker '<json spec>'``.
+against an emulator. ``python -m tests.trading.exchanges.ratelimit_worker '<json spec>'``.
 
 Spec: ``venue, base_url, api_key, api_secret, budgets, budget_fraction, ready_key, go_key,
 steps=[{"call": "balances"|"ticker", "times": n, "max_wait_s": s}]``. The worker loads the

@@ -1,27 +1,92 @@
-"""Live public market data of Binance or Bybit, without keys: the paper venue's price source
-when ``MARKET_DATA_SOURCE=binance|bybit`` (see ``trading.marketdata``).
+"""Where the paper venue's prices come from (MARKET_DATA_SOURCE).
 
-It goes through the same ccxt adapters as trading does (so the same error taxonomy, the same
-closed-candle rule and the same request weights), with empty credentials: only public
-endpoints are ever called. Requests draw on the venue's shared rate-limit budget under the
-``public`` account, so every process of the system together stays inside it.
+* ``synthetic`` (default): the seeded offline market of ``paper.synthetic`` — every process
+  computes the same candles and prices from (seed, symbol, time), no network needed.
+* ``replay``: CSV files in MARKET_DATA_REPLAY_DIR (``paper.replay``).
+* ``binance`` / ``bybit``: live public market data of that venue, without keys
+  (``PublicVenueSource`` below), through the same ccxt adapters as trading.
 
-The REST root is the real venue unless ``MARKET_DATA_BASE_URL`` (settings) overrides it —
-same format as ``BINANCE_BASE_URL`` / ``BYBIT_BASE_URL``: scheme, host and port only. Those two
-configure the *trading* venue and are deliberately not reused here: with ``EXCHANGE=paper``
-no venue is configured at all.
+Every source returns ``trading.exchanges.base.Candle`` records.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from syncer.sources.candle import SourceCandle
+from django.conf import settings
+
+from trading.exchanges.base import Candle
 from trading.exchanges.ccxt_gateway import CcxtGateway
 from trading.exchanges.ratelimit_protocol import RateLimiter
+
+
+class MarketDataSource(Protocol):
+    def fetch_closed_candles(self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500,
+                             now_ms: int) -> list[Candle]: ...
+
+    def price_at(self, symbol: str, t_ms: int) -> Decimal: ...
+
+    def tick_size(self, symbol: str) -> Decimal | None: ...
+
+
+class SyntheticSource:
+    def __init__(self, seed: int) -> None:
+        from trading.exchanges.paper.synthetic import SyntheticMarket
+
+        self.market = SyntheticMarket(seed)
+
+    def fetch_closed_candles(self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500,
+                             now_ms: int) -> list[Candle]:
+        return self.market.fetch_closed_candles(symbol, timeframe, since_ms=since_ms, limit=limit, now_ms=now_ms)
+
+    def price_at(self, symbol: str, t_ms: int) -> Decimal:
+        return self.market.price_at(symbol, t_ms)
+
+    def tick_size(self, symbol: str) -> Decimal | None:
+        from trading.exchanges.paper.synthetic import symbol_profile
+
+        return symbol_profile(symbol).tick_size
+
+
+class ReplayFileSource:
+    def __init__(self, directory: str) -> None:
+        from trading.exchanges.paper.replay import ReplaySource
+
+        self.replay = ReplaySource(directory)
+
+    def fetch_closed_candles(self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500,
+                             now_ms: int) -> list[Candle]:
+        return self.replay.fetch_closed_candles(symbol, timeframe, since_ms=since_ms, limit=limit, now_ms=now_ms)
+
+    def price_at(self, symbol: str, t_ms: int) -> Decimal:
+        return self.replay.price_at(symbol, t_ms)
+
+    def tick_size(self, symbol: str) -> Decimal | None:
+        return None
+
+
+@functools.cache
+def market_data_source() -> MarketDataSource:
+    kind = settings.MARKET_DATA_SOURCE
+    if kind == "synthetic":
+        return SyntheticSource(settings.MARKET_DATA_SEED)
+    if kind == "replay":
+        return ReplayFileSource(settings.MARKET_DATA_REPLAY_DIR)
+    return PublicVenueSource(kind)
+
+
+# --- live public market data of Binance or Bybit (MARKET_DATA_SOURCE=binance|bybit) ------------
+# It goes through the same ccxt adapters as trading does (so the same error taxonomy, the same
+# closed-candle rule and the same request weights), with empty credentials: only public
+# endpoints are ever called. Requests draw on the venue's shared rate-limit budget under the
+# ``public`` account, so every process of the system together stays inside it. The REST root is
+# the real venue unless ``MARKET_DATA_BASE_URL`` overrides it — same format as
+# ``BINANCE_BASE_URL`` / ``BYBIT_BASE_URL``, which configure the *trading* venue and are
+# deliberately not reused here: with ``EXCHANGE=paper`` no venue is configured at all.
 
 KINDS = ("binance", "bybit")
 MARKETS_TTL_S = 3600.0          # tick sizes change rarely; re-read the market list hourly
@@ -30,7 +95,7 @@ _USE_SHARED = object()
 
 
 class PublicVenueSource:
-    """``trading.marketdata.MarketDataSource`` over a venue's public REST API."""
+    """``MarketDataSource`` over a venue's public REST API."""
 
     def __init__(
         self, kind: str, *, base_url: str | None = None, timeout_ms: int = 10_000,
@@ -58,7 +123,7 @@ class PublicVenueSource:
     # ------------------------------------------------------------------ MarketDataSource
     def fetch_closed_candles(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500, now_ms: int,
-    ) -> list[SourceCandle]:
+    ) -> list[Candle]:
         """Candles closed by ``now_ms`` (and by the venue's clock), oldest first, at most ``limit``;
         from ``since_ms`` on, or the latest ``limit``. More than one request when ``limit`` > 999."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -68,9 +133,9 @@ class PublicVenueSource:
         if since_ms is None:
             if limit <= _PAGE:
                 rows = self.gateway.fetch_closed_candles(symbol, timeframe, limit=limit)
-                return [_source(c) for c in rows if c.open_time_ms <= last_open][-limit:]
+                return [c for c in rows if c.open_time_ms <= last_open][-limit:]
             since_ms = last_open - (limit - 1) * interval_ms
-        out: list[SourceCandle] = []
+        out: list[Candle] = []
         cursor = since_ms
         while len(out) < limit and cursor <= last_open:
             want = min(_PAGE, limit - len(out))
@@ -78,7 +143,7 @@ class PublicVenueSource:
                     if c.open_time_ms <= last_open]
             if not page:
                 break                       # before the listing, or nothing newer yet
-            out.extend(_source(c) for c in page)
+            out.extend(page)
             # A short page means the venue had a gap in that window: continue after the window.
             cursor = max(page[-1].open_time_ms + interval_ms, cursor + want * interval_ms)
         return out[:limit]
@@ -97,11 +162,6 @@ class PublicVenueSource:
             self._tick_sizes = {s: r.tick_size for s, r in rules.items()}
             self._markets_at = time.monotonic()
             return self._tick_sizes.get(symbol)
-
-
-def _source(candle: Any) -> SourceCandle:
-    return SourceCandle(open_time_ms=candle.open_time_ms, open=candle.open, high=candle.high, low=candle.low,
-                        close=candle.close, volume=candle.volume)
 
 
 def _gateway_class(kind: str) -> type[CcxtGateway]:

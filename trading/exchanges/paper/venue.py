@@ -6,7 +6,7 @@ the paper venue accepted an order leaves the order on the "venue", as with a rea
 rejects a second order with a client id it already has, and it answers lookups by client id.
 Balances, orders and fills survive restarts.
 
-Prices come from a market-data source (``trading.marketdata``): the seeded synthetic market
+Prices come from a market-data source (``trading.exchanges.paper.feeds``): the seeded synthetic market
 by default, a replay file, or live public data. Market orders fill at once at the source
 price with slippage; limit orders rest and fill when the price crosses them; stop orders rest
 with their quantity reserved and, once the price falls to the stop, fill like a market sell.
@@ -44,7 +44,7 @@ from trading.exchanges.errors import (
     OrderNotFoundError,
     RejectedError,
 )
-from trading.marketdata import MarketDataSource
+from trading.exchanges.paper.feeds import MarketDataSource
 from trading.models import PaperBalance, PaperOrder, PaperTrade
 
 VENUE = "paper"
@@ -109,7 +109,7 @@ class PaperGateway(ExchangeGateway):
                              limit: int = 500) -> list[Candle]:
         candles = self.source.fetch_closed_candles(symbol, timeframe, since_ms=since_ms, limit=limit,
                                                    now_ms=self.clock())
-        return [Candle(c.open_time_ms, c.open, c.high, c.low, c.close, c.volume) for c in candles]
+        return list(candles)
 
     def fetch_ticker(self, symbol: str) -> Ticker:
         now = self.clock()

@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from tests.conftest import free_port
-from tests.exchanges.conftest import make_gateway
+from tests.trading.exchanges.conftest import make_gateway
 from trading.exchanges.errors import RateLimitedError
 from trading.exchanges.ratelimit import (
     BAN_KEY_PREFIX,
@@ -34,7 +34,7 @@ from trading.exchanges.ratelimit import (
 )
 from trading.exchanges.ratelimit_protocol import RateLimiter, request_weight
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BALANCE_PATH = {"binance": "/api/v3/account", "bybit": "/v5/account/wallet-balance"}
 REFUSAL_STATUSES = {403, 418, 429}
 REFUSAL_CODES = {-1003, -1015, 10006, 10018}
@@ -51,7 +51,7 @@ def run_workers(redis_client, specs: list[dict], *, before_go: Callable[[], None
     ready_key, go_key = f"test:workers:{tag}:ready", f"test:workers:{tag}:go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.exchanges.ratelimit_worker",
+            [sys.executable, "-m", "tests.trading.exchanges.ratelimit_worker",
              json.dumps({**spec, "ready_key": ready_key, "go_key": go_key})],
             cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for spec in specs

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from syncer.sources.candle import SourceCandle
+from infra.clock import TIMEFRAME_SECONDS
+from trading.exchanges.base import Candle
 
 __all__ = ["COLUMNS", "ReplayDataError", "ReplaySource", "load_candles_csv", "replay_file_name"]
 
 COLUMNS = ("open_time_ms", "open", "high", "low", "close", "volume")
-_TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
+_TIMEFRAME_MS = {tf: seconds * 1000 for tf, seconds in TIMEFRAME_SECONDS.items()}   # infra.clock's table
 
 
 class ReplayDataError(ValueError):
@@ -57,7 +58,7 @@ def _decimal(path: Path, line: int, column: str, raw: str) -> Decimal:
     return value
 
 
-def _row(path: Path, line: int, fields: dict[str, str], tf_ms: int | None) -> SourceCandle:
+def _row(path: Path, line: int, fields: dict[str, str], tf_ms: int | None) -> Candle:
     raw_t = fields["open_time_ms"].strip()
     if not raw_t.isdigit():
         problem = f"open_time_ms {fields['open_time_ms']!r} is not a non-negative integer"
@@ -74,10 +75,10 @@ def _row(path: Path, line: int, fields: dict[str, str], tf_ms: int | None) -> So
         problem = (f"inconsistent OHLC, need low <= open, close <= high "
                    f"(open {o}, high {h}, low {lo}, close {c})")
         raise ReplayDataError(path, line, problem)
-    return SourceCandle(open_time_ms=t, open=o, high=h, low=lo, close=c, volume=v)
+    return Candle(open_time_ms=t, open=o, high=h, low=lo, close=c, volume=v)
 
 
-def load_candles_csv(path: Path | str, *, timeframe: str | None = None) -> list[SourceCandle]:
+def load_candles_csv(path: Path | str, *, timeframe: str | None = None) -> list[Candle]:
     """All candles of one CSV file, oldest first, validated (see module docstring)."""
     path = Path(path)
     tf_ms = None
@@ -89,7 +90,7 @@ def load_candles_csv(path: Path | str, *, timeframe: str | None = None) -> list[
         handle = path.open(newline="", encoding="utf-8")
     except OSError as exc:
         raise ReplayDataError(path, 0, f"cannot open: {exc.strerror or exc}") from exc
-    candles: list[SourceCandle] = []
+    candles: list[Candle] = []
     with handle:
         reader = csv.reader(handle)
         try:
@@ -122,7 +123,7 @@ def load_candles_csv(path: Path | str, *, timeframe: str | None = None) -> list[
 @dataclass
 class _Series:
     times: list[int]
-    candles: list[SourceCandle]
+    candles: list[Candle]
 
 
 class ReplaySource:
@@ -146,7 +147,7 @@ class ReplaySource:
 
     def fetch_closed_candles(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500, now_ms: int,
-    ) -> list[SourceCandle]:
+    ) -> list[Candle]:
         """Same contract as the synthetic source: candles closed by ``now_ms``
         (open + timeframe <= now), open >= ``since_ms``, oldest first, at most ``limit``;
         with ``since_ms=None`` the latest ``limit``."""

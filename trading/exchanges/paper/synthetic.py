@@ -43,7 +43,7 @@ and ``price_at`` describe one and the same market - a strategy on 5m candles and
 venue filling at ``price_at`` agree. Candles open on multiples of the timeframe since the
 epoch, as on Binance and Bybit.
 
-Output: ``SourceCandle`` (``syncer/sources/candle.py``: open_time_ms, open, high, low, close,
+Output: ``Candle`` (``trading.exchanges.base``: open_time_ms, open, high, low, close,
 volume) with prices as Decimal multiples of the symbol's fixed ``tick_size`` (about 7
 significant digits at the base price, e.g. 0.01 for BTC) and volume as a multiple of its
 ``volume_step``. For backtests, ``candle_arrays`` returns the same candles as float arrays.
@@ -66,7 +66,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from syncer.sources.candle import SourceCandle
+from infra.clock import TIMEFRAME_SECONDS
+from trading.exchanges.base import Candle
 
 __all__ = [
     "DEFAULT_SEED", "MAX_LIMIT", "SUPPORTED_TIMEFRAMES", "CandleArrays", "SymbolProfile", "SyntheticMarket",
@@ -76,7 +77,7 @@ __all__ = [
 DEFAULT_SEED = 20240601
 
 MINUTE_MS = 60_000
-SUPPORTED_TIMEFRAMES: dict[str, int] = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
+SUPPORTED_TIMEFRAMES: dict[str, int] = {tf: s * 1000 for tf, s in TIMEFRAME_SECONDS.items()}   # infra.clock's table
 MAX_LIMIT = 5000                     # per request; venues allow 1000, backtests may want more
 
 _BUCKET = 64                         # minutes per regime bucket
@@ -384,7 +385,7 @@ class SyntheticMarket:
 
     def fetch_closed_candles(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500, now_ms: int,
-    ) -> list[SourceCandle]:
+    ) -> list[Candle]:
         """Closed candles (close time <= ``now_ms``), oldest first, like a venue's klines call.
 
         ``since_ms``: first candle opening at or after it; None -> the latest ``limit`` closed
@@ -434,7 +435,7 @@ class SyntheticMarket:
         prof = symbol_profile(symbol)
         return _quantise(float(path[ms // 1000]), prof.tick_size)
 
-    def forming_candle(self, symbol: str, timeframe: str, now_ms: int) -> SourceCandle:
+    def forming_candle(self, symbol: str, timeframe: str, now_ms: int) -> Candle:
         """The still-forming candle as of ``now_ms``: open, high / low so far, last price as
         close, volume so far (the forming minute's volume pro rata). ``price_at(now_ms)`` is
         its close, and its high / low bound every ``price_at`` since its open."""
@@ -455,7 +456,7 @@ class SyntheticMarket:
             hi = max(hi, float(prev["high"].max()))
             lo = min(lo, float(prev["low"].min()))
             vol += float(prev["volume"].sum())
-        return SourceCandle(
+        return Candle(
             open_time_ms=open_ms, open=_quantise(o, prof.tick_size), high=_quantise(hi, prof.tick_size),
             low=_quantise(lo, prof.tick_size), close=_quantise(float(path[-1]), prof.tick_size),
             volume=_quantise(max(vol, float(prof.volume_step)), prof.volume_step),
@@ -476,7 +477,7 @@ def _quantise(value: float, step: Decimal) -> Decimal:
     return Decimal(units).scaleb(int(step.as_tuple().exponent))
 
 
-def _to_source_candles(arr: CandleArrays, prof: SymbolProfile) -> list[SourceCandle]:
+def _to_source_candles(arr: CandleArrays, prof: SymbolProfile) -> list[Candle]:
     # Integer multiples of the step -> Decimal by scaling: exact, and fast enough for
     # thousands of candles (no float -> str -> Decimal round trip).
     t_exp = int(prof.tick_size.as_tuple().exponent)
@@ -488,7 +489,7 @@ def _to_source_candles(arr: CandleArrays, prof: SymbolProfile) -> list[SourceCan
     vols = np.rint(arr.volume / vstep).astype(np.int64).tolist()
     times = arr.open_time_ms.tolist()
     return [
-        SourceCandle(
+        Candle(
             open_time_ms=t, open=Decimal(o).scaleb(t_exp), high=Decimal(h).scaleb(t_exp),
             low=Decimal(lo).scaleb(t_exp), close=Decimal(c).scaleb(t_exp), volume=Decimal(v).scaleb(v_exp),
         )
@@ -505,7 +506,7 @@ def _market(seed: int) -> SyntheticMarket:
 
 def fetch_closed_candles(
     symbol: str, timeframe: str, since_ms: int | None, limit: int, now_ms: int, *, seed: int = DEFAULT_SEED,
-) -> list[SourceCandle]:
+) -> list[Candle]:
     """``SyntheticMarket(seed).fetch_closed_candles(...)``."""
     market = _market(seed)
     return market.fetch_closed_candles(symbol, timeframe, since_ms=since_ms, limit=limit, now_ms=now_ms)
@@ -516,6 +517,6 @@ def price_at(symbol: str, t_ms: int, *, seed: int = DEFAULT_SEED) -> Decimal:
     return _market(seed).price_at(symbol, t_ms)
 
 
-def forming_candle(symbol: str, timeframe: str, now_ms: int, *, seed: int = DEFAULT_SEED) -> SourceCandle:
+def forming_candle(symbol: str, timeframe: str, now_ms: int, *, seed: int = DEFAULT_SEED) -> Candle:
     """``SyntheticMarket(seed).forming_candle(...)``."""
     return _market(seed).forming_candle(symbol, timeframe, now_ms)
