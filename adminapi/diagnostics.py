@@ -193,7 +193,7 @@ def prepare_checks() -> list[dict[str, Any]]:
 # --- diagnose -------------------------------------------------------------------------------
 
 def _diag_halt() -> list[dict[str, Any]]:
-    from trading.services.control import is_halted
+    from trading.selectors import is_halted
 
     halt = is_halted()
     if halt.halted:
@@ -216,7 +216,7 @@ def _config():
 
 
 def _diag_decisions() -> list[dict[str, Any]]:
-    from trading.selectors import latest_decisions_per_symbol
+    from strategy.selectors import latest_decisions_per_symbol
 
     cfg, out = _config()
     latest = latest_decisions_per_symbol(symbols=list(cfg.universe))
@@ -405,7 +405,7 @@ def _diag_orders() -> list[dict[str, Any]]:
 def _diag_fees() -> list[dict[str, Any]]:
     """Fees paid in a third asset (BNB) that could not be valued in quote yet: PnL and the day's
     loss limit see them only through equity until they are."""
-    from trading.services.fees import unvalued_fees
+    from trading.selectors import unvalued_fees
 
     rows = unvalued_fees()
     if not rows:

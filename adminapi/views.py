@@ -15,14 +15,16 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from adminapi import selectors as overview
 from adminapi import serializers as s
 from adminapi.errors import UniverseNotTradableError, VenueUnavailableError
 from infra.logging import new_trace_id
+from strategy import selectors as strategy_selectors
 from trading import client_ids, selectors
 from trading.config_schema import SCHEMA, ConfigValidationError
 from trading.models import Order
+from trading.selectors import emergency_exit_report
 from trading.services import control
-from trading.services.emergency import emergency_exit_report
 from trading.universe import UniverseNotTradable, VenueUnavailable, universe_check
 
 # How long POST /admin/emergency_exit waits for the report before answering 202: well inside
@@ -201,16 +203,16 @@ class StatusView(OperatorView):
     @extend_schema(responses={200: s.StatusSerializer, 401: ERRORS[401], 403: ERRORS[403]},
                    summary="Halt state, config version, venue, order counts, heartbeats, last decision")
     def get(self, request):
-        return Response(s.StatusSerializer(selectors.system_status()).data)
+        return Response(s.StatusSerializer(overview.system_status()).data)
 
 
 class ConfigView(OperatorView):
     @extend_schema(responses={200: s.ConfigResponseSerializer, 401: ERRORS[401], 403: ERRORS[403]},
                    summary="Every config key: value, default, type, range, version")
     def get(self, request):
-        overview = selectors.config_overview()
-        overview["halt"] = control.is_halted().as_json()
-        return Response(s.ConfigResponseSerializer(overview).data)
+        config = overview.config_overview()
+        config["halt"] = selectors.is_halted().as_json()
+        return Response(s.ConfigResponseSerializer(config).data)
 
 
 class OrdersView(OperatorView):
@@ -248,7 +250,7 @@ class DecisionsView(OperatorView):
                    summary="Strategy decisions, newest first")
     def get(self, request):
         query = _validated_query(request, s.DecisionsQuerySerializer)
-        return Response(s.DecisionSerializer(selectors.decisions_list(**query), many=True).data)
+        return Response(s.DecisionSerializer(strategy_selectors.decisions_list(**query), many=True).data)
 
 
 class AuditView(OperatorView):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 
 from strategy.engines import ExitReason
 from strategy.models import StrategyDecision, StrategyPosition
 from trading.models import TERMINAL_STATUSES, Order
+from trading.selectors import clamp_limit
 
 P = StrategyPosition.Status
 STOP_EXITS = (str(ExitReason.STOP_LOSS), str(ExitReason.TRAILING_STOP))
@@ -53,3 +54,30 @@ def decided_symbols(*, strategy: str, tick_id: str) -> set[str]:
 
 def decision_for_order(order: Order) -> StrategyDecision | None:
     return StrategyDecision.objects.filter(strategy=order.strategy, tick_id=order.tick_id, symbol=order.symbol).first()
+
+
+def decisions_list(*, tick_id: str | None = None, symbol: str | None = None, decision: str | None = None,
+                   reason_code: str | None = None, limit: int | None = None) -> QuerySet[StrategyDecision]:
+    qs = StrategyDecision.objects.all()
+    if tick_id:
+        qs = qs.filter(tick_id=tick_id)
+    if symbol:
+        qs = qs.filter(symbol=symbol)
+    if decision:
+        qs = qs.filter(decision=decision)
+    if reason_code:
+        qs = qs.filter(reason_code=reason_code)
+    return qs.order_by("-created_at", "-id")[: clamp_limit(limit)]
+
+
+def last_decision() -> StrategyDecision | None:
+    return StrategyDecision.objects.order_by("-created_at", "-id").first()
+
+
+def latest_decisions_per_symbol(*, symbols: list[str] | None = None) -> dict[str, StrategyDecision]:
+    """The most recent decision of each symbol (of ``symbols``, or of every symbol seen)."""
+    qs = StrategyDecision.objects.all()
+    if symbols is not None:
+        qs = qs.filter(symbol__in=symbols)
+    latest_ids = qs.values("symbol").annotate(last_id=Max("id")).values_list("last_id", flat=True)
+    return {d.symbol: d for d in StrategyDecision.objects.filter(id__in=list(latest_ids))}

@@ -1,4 +1,6 @@
-"""Reads for the operator surface (API, Django admin, tbot). No writes here.
+"""Reads of the trading app's own models (services write, selectors read; no writes here):
+orders and their events, the audit log, the halt state, what our fills say we hold, equity
+snapshots, fees not yet valued, emergency exit runs, and the order path's database-time ages.
 
 List selectors return querysets already ordered newest first and cut to ``limit``
 (1..``MAX_LIMIT``); callers validate their inputs before calling.
@@ -6,16 +8,24 @@ List selectors return querysets already ordered newest first and cut to ``limit`
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from decimal import Decimal
 
-from django.conf import settings
-from django.db.models import Max, QuerySet
+from django.db import connection
+from django.db.models import QuerySet
 
-from strategy.models import StrategyDecision
-from trading.config_schema import SCHEMA, ConfigValidationError, config_get, config_version, stored_rows, to_json
-from trading.models import TERMINAL_STATUSES, AuditLog, Order, OrderEvent, OrderStatus
-from trading.services.control import is_halted
+from trading.config_schema import HALT_KEY, HaltState
+from trading.models import (
+    TERMINAL_STATUSES,
+    AuditLog,
+    EmergencyExitRun,
+    EquitySnapshot,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    SystemConfig,
+)
+from trading.order_timing import STALE_SUBMITTED
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -23,7 +33,8 @@ UNRESOLVED_STATUSES = (OrderStatus.SUBMIT_UNKNOWN, OrderStatus.SUBMITTED)
 OPEN_STATUSES = tuple(s for s in OrderStatus if s not in TERMINAL_STATUSES)
 
 
-def _limit(limit: int | None) -> int:
+def clamp_limit(limit: int | None) -> int:
+    """A list's ``limit`` within 1..MAX_LIMIT (DEFAULT_LIMIT when not given)."""
     return max(1, min(int(limit or DEFAULT_LIMIT), MAX_LIMIT))
 
 
@@ -40,7 +51,7 @@ def orders_list(*, status: str | None = None, symbol: str | None = None, intent:
         qs = qs.filter(intent=intent)
     if since:
         qs = qs.filter(created_at__gte=since)
-    return qs.order_by("-created_at", "-id")[: _limit(limit)]
+    return qs.order_by("-created_at", "-id")[: clamp_limit(limit)]
 
 
 def order_get(*, client_order_id: str) -> Order:
@@ -60,7 +71,7 @@ def open_orders_count() -> int:
 
 def unresolved_orders(*, limit: int | None = None) -> QuerySet[Order]:
     """Orders whose send is in flight or whose outcome is unknown (need resolution by client id)."""
-    return Order.objects.filter(status__in=UNRESOLVED_STATUSES).order_by("created_at", "id")[: _limit(limit)]
+    return Order.objects.filter(status__in=UNRESOLVED_STATUSES).order_by("created_at", "id")[: clamp_limit(limit)]
 
 
 def unresolved_orders_count() -> int:
@@ -68,32 +79,6 @@ def unresolved_orders_count() -> int:
 
 
 # --- decisions ------------------------------------------------------------------------------
-
-def decisions_list(*, tick_id: str | None = None, symbol: str | None = None, decision: str | None = None,
-                   reason_code: str | None = None, limit: int | None = None) -> QuerySet[StrategyDecision]:
-    qs = StrategyDecision.objects.all()
-    if tick_id:
-        qs = qs.filter(tick_id=tick_id)
-    if symbol:
-        qs = qs.filter(symbol=symbol)
-    if decision:
-        qs = qs.filter(decision=decision)
-    if reason_code:
-        qs = qs.filter(reason_code=reason_code)
-    return qs.order_by("-created_at", "-id")[: _limit(limit)]
-
-
-def last_decision() -> StrategyDecision | None:
-    return StrategyDecision.objects.order_by("-created_at", "-id").first()
-
-
-def latest_decisions_per_symbol(*, symbols: list[str] | None = None) -> dict[str, StrategyDecision]:
-    """The most recent decision of each symbol (of ``symbols``, or of every symbol seen)."""
-    qs = StrategyDecision.objects.all()
-    if symbols is not None:
-        qs = qs.filter(symbol__in=symbols)
-    latest_ids = qs.values("symbol").annotate(last_id=Max("id")).values_list("last_id", flat=True)
-    return {d.symbol: d for d in StrategyDecision.objects.filter(id__in=list(latest_ids))}
 
 
 # --- audit ----------------------------------------------------------------------------------
@@ -104,64 +89,93 @@ def audit_list(*, action: str | None = None, actor: str | None = None, limit: in
         qs = qs.filter(action=action)
     if actor:
         qs = qs.filter(actor=actor)
-    return qs.order_by("-created_at", "-id")[: _limit(limit)]
+    return qs.order_by("-created_at", "-id")[: clamp_limit(limit)]
 
 
 # --- config and status ----------------------------------------------------------------------
 
-def config_overview() -> dict[str, Any]:
-    """Every key with its effective value, default, version and where the value comes from.
 
-    Unlike ``config_get()`` this never raises: an invalid stored value is shown with its problems."""
-    rows = stored_rows()
-    problems: dict[str, list[str]] = {}
-    try:
-        effective = config_get().as_json()
-    except ConfigValidationError as exc:
-        problems = exc.problems
-        effective = {k: (rows[k].value if k in rows else to_json(k, spec.default)) for k, spec in SCHEMA.items()}
-    keys = []
-    for key, spec in SCHEMA.items():
-        row = rows.get(key)
-        keys.append({
-            **spec.describe(),
-            "value": effective[key],
-            "source": "stored" if row else "default",
-            "version": row.version if row else 0,
-            "updated_at": row.updated_at if row else None,
-            "updated_by": row.updated_by if row else None,
-            "problems": problems.get(key, []),
-        })
-    return {"version": sum(r.version for r in rows.values()), "valid": not problems, "values": effective,
-            "keys": keys}
+def is_halted() -> HaltState:
+    """The current halt state (a read; missing row = running)."""
+    row = SystemConfig.objects.filter(key=HALT_KEY).only("value").first()
+    return HaltState.from_json(row.value if row else None)
 
 
-def heartbeat_ages() -> tuple[dict[str, float | None], str | None]:
-    """Heartbeat ages per process, and the error when Redis could not be read."""
-    from infra import heartbeat
+_HOLDINGS_SQL = """
+WITH fills AS (
+    SELECT split_part(o.symbol, '/', 1) AS base,
+           SUM(CASE WHEN o.side = 'buy' THEN 1 ELSE -1 END * (e.payload ->> 'quantity')::numeric)
+         - SUM(CASE WHEN e.payload ->> 'fee_asset' = split_part(o.symbol, '/', 1)
+                    THEN (e.payload ->> 'fee')::numeric ELSE 0 END) AS held
+    FROM order_events e
+    JOIN orders o ON o.id = e.order_id
+    WHERE e.event_type = 'FILL' AND o.venue = %s
+    GROUP BY 1
+), owed AS (
+    SELECT split_part(symbol, '/', 1) AS base,
+           SUM(CASE WHEN side = 'buy' THEN 1 ELSE -1 END * (venue_filled_quantity - filled_quantity)) AS owed
+    FROM orders
+    WHERE venue = %s AND venue_filled_quantity > filled_quantity
+    GROUP BY 1
+)
+SELECT base, COALESCE(fills.held, 0) + COALESCE(owed.owed, 0)
+FROM fills FULL OUTER JOIN owed USING (base)
+"""
 
-    try:
-        return heartbeat.ages(), None
-    except Exception as exc:  # status must answer even when Redis is down
-        return {p: None for p in heartbeat.PROCESSES}, f"{type(exc).__name__}: {exc}"[:300]
+
+def expected_holdings(venue: str) -> dict[str, Decimal]:
+    """Base-asset quantity our own orders say we hold, per asset: bought minus sold, minus fees
+    the venue took in the base asset (Binance and Bybit charge a buy's fee in the coin bought) —
+    and counting what the venue says an order filled whose trades we have not read yet (its fee
+    is not known then, so that part is counted whole)."""
+    with connection.cursor() as cur:
+        cur.execute(_HOLDINGS_SQL, [venue, venue])
+        return {base: held for base, held in cur.fetchall()}
 
 
-def system_status() -> dict[str, Any]:
-    """What GET /admin/status and ``tbot status`` show."""
-    halt = is_halted()
-    ages, heartbeat_error = heartbeat_ages()
-    decision = last_decision()
-    return {
-        "halted": halt.halted,
-        "halt": halt.as_json(),
-        "config_version": config_version(),
-        "venue": settings.VENUE.name,
-        "open_orders": open_orders_count(),
-        "unresolved_orders": unresolved_orders_count(),
-        "heartbeats": ages,
-        "heartbeat_error": heartbeat_error,
-        "last_decision": None if decision is None else {
-            "tick_id": decision.tick_id, "symbol": decision.symbol, "decision": decision.decision,
-            "reason_code": decision.reason_code, "trace_id": decision.trace_id, "created_at": decision.created_at,
-        },
-    }
+# A snapshot older than this before the day's start does not describe the start (the system
+# was down over midnight): the day then starts at its first snapshot instead.
+DAY_START_MAX_AGE = timedelta(hours=1)
+
+
+def equity_at_day_start(*, venue: str, day_start: datetime) -> EquitySnapshot | None:
+    """The equity the HK day began with: the last snapshot at or before ``day_start`` (at most
+    ``DAY_START_MAX_AGE`` old), else the day's first snapshot, else None (nothing recorded yet)."""
+    before = (EquitySnapshot.objects.filter(venue=venue, taken_at__lte=day_start,
+                                            taken_at__gte=day_start - DAY_START_MAX_AGE)
+              .order_by("-taken_at", "-id").first())
+    if before is not None:
+        return before
+    return EquitySnapshot.objects.filter(venue=venue, taken_at__gt=day_start).order_by("taken_at", "id").first()
+
+
+def unvalued_fees() -> list[dict]:
+    """Orders with fees still not valued in quote: for reports and ``tbot diagnose``."""
+    return [{"client_order_id": cid, "symbol": symbol, "fees": fees}
+            for cid, symbol, fees in Order.objects.exclude(fee_unvalued={})
+            .values_list("client_order_id", "symbol", "fee_unvalued")]
+
+
+def emergency_exit_report(*, trace_id: str) -> tuple[str, dict | None]:
+    """("done", report) | ("running", None) | ("unknown", None) for this trace id."""
+    run = EmergencyExitRun.objects.filter(trace_id=trace_id).first()
+    if run is None:
+        return "unknown", None
+    return ("done", run.report) if run.finished_at else ("running", None)
+
+
+def seconds_since(order_id: int, *event_types: str) -> float | None:
+    """Database time since the order's last event of these types (None: there is none)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT EXTRACT(EPOCH FROM now() - max(created_at)) FROM order_events "
+                    "WHERE order_id = %s AND event_type = ANY(%s)", [order_id, list(event_types)])
+        value = cur.fetchone()[0]
+    return None if value is None else float(value)
+
+
+def send_may_be_in_flight(order: Order, *, stale: timedelta = STALE_SUBMITTED) -> bool:
+    """A submitted order whose claim is younger than the longest send (database time)."""
+    if order.status != OrderStatus.SUBMITTED:
+        return False
+    age = seconds_since(order.pk, "SUBMITTING")       # lifecycle.EventType.SUBMITTING: the claim
+    return age is None or age < stale.total_seconds()

@@ -62,7 +62,8 @@ def emergency_exit_run(*, actor: str, source: str, reason_code: str, reason: str
     """The API's emergency exit, where no web-server timeout can cut it short. Idempotent: a
     redelivery after a crash runs it again (nothing is sold twice); one that finds the report
     already written does nothing."""
-    from trading.services.emergency import emergency_exit, emergency_exit_report
+    from trading.selectors import emergency_exit_report
+    from trading.services.emergency import emergency_exit
 
     if emergency_exit_report(trace_id=trace_id)[0] == "done":
         return

@@ -23,8 +23,11 @@ Everything is Decimal - floats are rejected - because these numbers become an or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from decimal import Decimal, localcontext
 from enum import StrEnum
+
+# The venue's lot / tick rounding, defined once beside the market rules it applies.
+from trading.exchanges.base import round_to_step
 
 __all__ = [
     "DEFAULT_FEE_BUFFER", "SizingCap", "SizingResult", "SizingSkip", "round_to_step", "size_position",
@@ -101,21 +104,6 @@ def _require_decimal(name: str, value: object) -> Decimal:
     return value
 
 
-def round_to_step(value: Decimal, step: Decimal, *, up: bool = False) -> Decimal:
-    """Round to a multiple of ``step`` (down by default), keeping the step's exponent.
-
-    ``round_to_step(Decimal("1.23456"), Decimal("0.01")) == Decimal("1.23")``.
-    """
-    if step <= 0:
-        raise ValueError(f"step must be > 0, got {step}")
-    with localcontext() as ctx:
-        ctx.prec = _PRECISION
-        units = (value / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
-        result = units * step
-        # Show as many decimals as the step has (``0.010`` step -> 3 places), for clean
-        # strings in orders and logs; exact, since result is a multiple of step.
-        exponent = min(step.as_tuple().exponent, 0)  # type: ignore[type-var]
-        return result.quantize(Decimal(1).scaleb(exponent))
 
 
 def size_position(

@@ -21,7 +21,7 @@ from strategy.models import StrategyPosition
 from strategy.services.portfolio import position_unrealised
 from syncer.selectors import latest_prices
 from trading.models import AuditLog, Order
-from trading.services.equity import equity_at_day_start
+from trading.selectors import equity_at_day_start
 
 REASON_CODE = "DAILY_SUMMARY"
 _SUMMARY_LOCK = 0x4153_5355_4D4D   # "ASSUMM": serialises concurrent summary runs
@@ -77,7 +77,7 @@ def daily_summary_text(*, venue: str, day_start: datetime, day_end: datetime) ->
         stop = p.stop_state.get("stop_price", "?")
         lines.append(f"  #{p.pk} {p.symbol} {p.remaining_quantity} @ {p.entry_price} stop {stop} "
                      f"[{p.status}] unrealised {pnl}")
-    from trading.services.control import is_halted
+    from trading.selectors import is_halted
 
     halt = is_halted()
     lines.append("Trading is HALTED" + (f" ({halt.reason_code} by {halt.by})" if halt.halted else "") if halt.halted

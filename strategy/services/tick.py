@@ -56,7 +56,8 @@ from trading.config_schema import StrategyConfig, config_get
 from trading.exchanges.base import Balance, ExchangeGateway, MarketRules
 from trading.exchanges.errors import RateLimitedError, VenueError
 from trading.models import Order
-from trading.services.control import halt_state_committed, is_halted, trading_halt
+from trading.selectors import is_halted
+from trading.services.control import halt_state_committed, trading_halt
 from trading.services.equity import AccountValue, DayPnl, account_value, day_pnl
 from trading.services.orders import order_place
 

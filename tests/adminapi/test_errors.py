@@ -89,7 +89,7 @@ def test_a_bug_is_a_json_500_with_the_trace_id_and_is_logged(api, monkeypatch, c
     def broken():
         raise RuntimeError("selector exploded")
 
-    monkeypatch.setattr("trading.selectors.system_status", broken)
+    monkeypatch.setattr("adminapi.selectors.system_status", broken)
     api.raise_request_exception = False
     with caplog.at_level(logging.ERROR):
         response = api.get("/admin/status", HTTP_X_TRACE_ID="bugtrace01")

@@ -7,7 +7,7 @@ import pytest
 
 from infra.models import TelegramOutbox
 from tests.adminapi.conftest import audit_count, config_rows, make_decision, who
-from trading.services.control import is_halted
+from trading.selectors import is_halted
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,9 @@ from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
 from trading.exchanges.errors import RateLimitedError, TransientError
 from trading.models import AuditLog, EquitySnapshot, Order
+from trading.selectors import is_halted
 from trading.services import lifecycle
-from trading.services.control import is_halted, trading_halt
+from trading.services.control import trading_halt
 from trading.services.lifecycle import NewOrder, order_create
 
 pytestmark = pytest.mark.django_db

@@ -10,10 +10,9 @@ import pytest
 from infra.models import TelegramOutbox
 from tests.trading.factories import create, new_order
 from trading.models import AuditLog, Order, OrderStatus
+from trading.selectors import expected_holdings, is_halted
 from trading.services import lifecycle
-from trading.services.control import is_halted
 from trading.services.emergency import emergency_exit
-from trading.services.reconciliation import expected_holdings
 from trading.services.submission import order_submit
 
 WHO = {"actor": "ops-oncall", "source": "api", "reason_code": "EMERGENCY", "reason": "venue incident"}

@@ -27,10 +27,11 @@ from tests.support.venue_model import ModelVenue, default_markets
 from trading.exchanges.base import Side, VenueTrade
 from trading.exchanges.errors import TransientError
 from trading.models import Order, OrderStatus
+from trading.selectors import unvalued_fees
 from trading.services import lifecycle
 from trading.services.control import trading_halt, trading_resume
 from trading.services.emergency import emergency_exit
-from trading.services.fees import fees_value, unvalued_fees
+from trading.services.fees import fees_value
 from trading.services.orders import OrderRefused, order_place
 from trading.services.reconciliation import _cursor_key, reconcile
 from trading.services.submission import order_resolve, order_submit, orders_sweep

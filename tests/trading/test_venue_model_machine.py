@@ -33,8 +33,9 @@ from tests.support.venue_model import ModelVenue
 from trading.exchanges import factory
 from trading.exchanges.base import last_look_veto
 from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
+from trading.selectors import is_halted
 from trading.services import lifecycle
-from trading.services.control import is_halted, trading_halt, trading_resume
+from trading.services.control import trading_halt, trading_resume
 from trading.services.emergency import emergency_exit
 from trading.services.orders import OrderRefused, order_place
 from trading.services.reconciliation import reconcile

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from enum import StrEnum
 from typing import Any
 
@@ -54,6 +54,23 @@ class MarketRules:
     lot_step: Decimal                  # quantity increment
     min_qty: Decimal
     min_notional: Decimal              # price * qty must be >= this
+
+
+def round_to_step(value: Decimal, step: Decimal, *, up: bool = False) -> Decimal:
+    """Round to a multiple of ``step`` (down by default), keeping the step's exponent.
+
+    ``round_to_step(Decimal("1.23456"), Decimal("0.01")) == Decimal("1.23")``.
+    """
+    if step <= 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    with localcontext() as ctx:
+        ctx.prec = 50
+        units = (value / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
+        result = units * step
+        # Show as many decimals as the step has (``0.010`` step -> 3 places), for clean
+        # strings in orders and logs; exact, since result is a multiple of step.
+        exponent = min(step.as_tuple().exponent, 0)  # type: ignore[type-var]
+        return result.quantize(Decimal(1).scaleb(exponent))
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from trading.config_schema import (
     to_json,
 )
 from trading.models import AuditLog, SystemConfig
+from trading.selectors import is_halted
 
 REASON_CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,63}$")
 SOURCES = frozenset(AuditLog.Source.values)
@@ -99,11 +100,6 @@ def audit_record(*, action: str, actor: str, source: str, reason_code: str, reas
 
 
 # --- halt / resume ------------------------------------------------------------------------
-
-def is_halted() -> HaltState:
-    """The current halt state (a read; missing row = running)."""
-    row = SystemConfig.objects.filter(key=HALT_KEY).only("value").first()
-    return HaltState.from_json(row.value if row else None)
 
 
 def halt_state_committed() -> HaltState:

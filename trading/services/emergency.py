@@ -26,16 +26,14 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models.functions import Now
 
-# Pure arithmetic (no ORM, no I/O) shared with the strategy's sizing: one rounding to the lot step.
-from strategy.engines.sizing import round_to_step
 from trading.client_ids import is_ours
-from trading.exchanges.base import ExchangeGateway, MarketRules, VenueOrderStatus
+from trading.exchanges.base import ExchangeGateway, MarketRules, VenueOrderStatus, round_to_step
 from trading.exchanges.errors import OrderNotFoundError, VenueError
 from trading.models import TERMINAL_STATUSES, EmergencyExitRun, Order, OrderEvent, OrderStatus
+from trading.selectors import expected_holdings
 from trading.services import lifecycle
 from trading.services.control import audit_record
 from trading.services.orders import order_place
-from trading.services.reconciliation import expected_holdings
 from trading.services.submission import order_resolve, order_submit
 
 log = logging.getLogger(__name__)
@@ -61,7 +59,7 @@ class EmergencyExitReport:
 def emergency_exit(*, actor: str, source: str, reason_code: str, reason: str, flatten_all: bool, trace_id: str,
                    gateway: ExchangeGateway | None = None) -> EmergencyExitReport:
     from trading.config_schema import config_get
-    from trading.services.control import is_halted
+    from trading.selectors import is_halted
 
     if gateway is None:
         from trading.exchanges.factory import get_gateway
@@ -81,14 +79,6 @@ def emergency_exit(*, actor: str, source: str, reason_code: str, reason: str, fl
         _notify(actor=actor, source=source, reason_code=reason_code, trace_id=trace_id, report=report)
     log.info("emergency exit done: %s", report.as_dict())
     return report
-
-
-def emergency_exit_report(*, trace_id: str) -> tuple[str, dict | None]:
-    """("done", report) | ("running", None) | ("unknown", None) for this trace id."""
-    run = EmergencyExitRun.objects.filter(trace_id=trace_id).first()
-    if run is None:
-        return "unknown", None
-    return ("done", run.report) if run.finished_at else ("running", None)
 
 
 def _halt_and_audit(*, actor: str, source: str, reason_code: str, reason: str, trace_id: str, flatten_all: bool,

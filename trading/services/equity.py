@@ -14,17 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from trading.exchanges.base import Balance
 from trading.models import EquitySnapshot
+from trading.selectors import equity_at_day_start
 
 ZERO = Decimal(0)
-# A snapshot older than this before the day's start does not describe the start (the system
-# was down over midnight): the day then starts at its first snapshot instead.
-DAY_START_MAX_AGE = timedelta(hours=1)
 
 
 def plain(value: Decimal) -> str:
@@ -78,17 +76,6 @@ def equity_snapshot_record(*, venue: str, value: AccountValue) -> EquitySnapshot
     return EquitySnapshot.objects.create(venue=venue, quote=value.quote, equity=value.equity,
                                          free_quote=value.free_quote, holdings=value.holdings,
                                          unpriced=list(value.unpriced))
-
-
-def equity_at_day_start(*, venue: str, day_start: datetime) -> EquitySnapshot | None:
-    """The equity the HK day began with: the last snapshot at or before ``day_start`` (at most
-    ``DAY_START_MAX_AGE`` old), else the day's first snapshot, else None (nothing recorded yet)."""
-    before = (EquitySnapshot.objects.filter(venue=venue, taken_at__lte=day_start,
-                                            taken_at__gte=day_start - DAY_START_MAX_AGE)
-              .order_by("-taken_at", "-id").first())
-    if before is not None:
-        return before
-    return EquitySnapshot.objects.filter(venue=venue, taken_at__gt=day_start).order_by("taken_at", "id").first()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from decimal import Decimal
 from infra.clock import now_ms
 from trading.exchanges.base import ExchangeGateway
 from trading.exchanges.errors import VenueError
-from trading.models import Order, OrderEvent
+from trading.models import Order
 from trading.services import lifecycle
 from trading.services.lifecycle import EventType
 
@@ -69,11 +69,4 @@ def fees_value(*, gateway: ExchangeGateway, order_ids: list[int] | None = None) 
     return valued
 
 
-def unvalued_fees() -> list[dict]:
-    """Orders with fees still not valued in quote: for reports and ``tbot diagnose``."""
-    return [{"client_order_id": cid, "symbol": symbol, "fees": fees}
-            for cid, symbol, fees in Order.objects.exclude(fee_unvalued={})
-            .values_list("client_order_id", "symbol", "fee_unvalued")]
-
-
-__all__ = ["fees_value", "fee_price_at", "unvalued_fees", "OrderEvent"]
+__all__ = ["fees_value", "fee_price_at"]

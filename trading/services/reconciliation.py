@@ -39,11 +39,11 @@ from trading.client_ids import PREFIX, is_ours
 from trading.exchanges.base import ExchangeGateway, VenueOrder, VenueTrade
 from trading.exchanges.errors import VenueError
 from trading.models import TERMINAL_STATUSES, AuditLog, Order, OrderEvent, OrderStatus
+from trading.selectors import expected_holdings, send_may_be_in_flight
 from trading.services import lifecycle
 from trading.services.control import audit_record
 from trading.services.fees import fees_value
-from trading.services.lifecycle import EventType
-from trading.services.submission import order_sync_fills, send_may_be_in_flight
+from trading.services.submission import order_sync_fills
 
 log = logging.getLogger(__name__)
 
@@ -292,37 +292,6 @@ def _import(venue_order: VenueOrder, *, venue: str, report: ReconcileReport) -> 
 
 # --- holdings ----------------------------------------------------------------------------------
 
-_HOLDINGS_SQL = """
-WITH fills AS (
-    SELECT split_part(o.symbol, '/', 1) AS base,
-           SUM(CASE WHEN o.side = 'buy' THEN 1 ELSE -1 END * (e.payload ->> 'quantity')::numeric)
-         - SUM(CASE WHEN e.payload ->> 'fee_asset' = split_part(o.symbol, '/', 1)
-                    THEN (e.payload ->> 'fee')::numeric ELSE 0 END) AS held
-    FROM order_events e
-    JOIN orders o ON o.id = e.order_id
-    WHERE e.event_type = 'FILL' AND o.venue = %s
-    GROUP BY 1
-), owed AS (
-    SELECT split_part(symbol, '/', 1) AS base,
-           SUM(CASE WHEN side = 'buy' THEN 1 ELSE -1 END * (venue_filled_quantity - filled_quantity)) AS owed
-    FROM orders
-    WHERE venue = %s AND venue_filled_quantity > filled_quantity
-    GROUP BY 1
-)
-SELECT base, COALESCE(fills.held, 0) + COALESCE(owed.owed, 0)
-FROM fills FULL OUTER JOIN owed USING (base)
-"""
-
-
-def expected_holdings(venue: str) -> dict[str, Decimal]:
-    """Base-asset quantity our own orders say we hold, per asset: bought minus sold, minus fees
-    the venue took in the base asset (Binance and Bybit charge a buy's fee in the coin bought) —
-    and counting what the venue says an order filled whose trades we have not read yet (its fee
-    is not known then, so that part is counted whole)."""
-    with connection.cursor() as cur:
-        cur.execute(_HOLDINGS_SQL, [venue, venue])
-        return {base: held for base, held in cur.fetchall()}
-
 
 def _plain(value: Decimal) -> str:
     return format(value.normalize(), "f")
@@ -356,4 +325,4 @@ def _check_drift(gateway: ExchangeGateway, report: ReconcileReport) -> None:
                               f"trace_id={trace_id}", trace_id=trace_id, reason_code="BALANCE_DRIFT")
 
 
-__all__ = ["reconcile", "ReconcileReport", "expected_holdings", "datetime_to_ms", "EventType"]
+__all__ = ["reconcile", "ReconcileReport"]

@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max, Q
 from django.db.models.functions import Now
 
@@ -53,6 +53,7 @@ from trading.exchanges.errors import (
 )
 from trading.models import Order, OrderEvent, OrderStatus
 from trading.order_timing import MAX_SUBMIT_ATTEMPTS, RESEND_GRACE, STALE_PENDING, STALE_SUBMITTED
+from trading.selectors import seconds_since
 from trading.services import lifecycle
 from trading.services.fees import fees_value
 from trading.services.lifecycle import EventType
@@ -173,23 +174,6 @@ def order_sync_fills(*, order: Order, gateway: ExchangeGateway, source: str) -> 
     if added:
         fees_value(gateway=gateway, order_ids=[order.pk])
     return added
-
-
-def seconds_since(order_id: int, *event_types: str) -> float | None:
-    """Database time since the order's last event of these types (None: there is none)."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT EXTRACT(EPOCH FROM now() - max(created_at)) FROM order_events "
-                    "WHERE order_id = %s AND event_type = ANY(%s)", [order_id, list(event_types)])
-        value = cur.fetchone()[0]
-    return None if value is None else float(value)
-
-
-def send_may_be_in_flight(order: Order, *, stale: timedelta = STALE_SUBMITTED) -> bool:
-    """A submitted order whose claim is younger than the longest send (database time)."""
-    if order.status != OrderStatus.SUBMITTED:
-        return False
-    age = seconds_since(order.pk, EventType.SUBMITTING)
-    return age is None or age < stale.total_seconds()
 
 
 def order_resolve(*, order_id: int, gateway: ExchangeGateway, max_attempts: int = MAX_SUBMIT_ATTEMPTS,

@@ -31,9 +31,10 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from adminapi import cli, diagnostics
+from adminapi.selectors import config_overview, system_status
 from infra.logging import trace_context
 from trading.config_schema import SCHEMA, ConfigValidationError, config_validate
-from trading.selectors import config_overview, system_status
+from trading.selectors import is_halted as selectors_is_halted
 from trading.services import control
 from trading.services.emergency import emergency_exit
 from trading.universe import UniverseNotTradable, VenueUnavailable, universe_check
@@ -144,7 +145,7 @@ class Command(BaseCommand):
 
     def cmd_config_get(self, options, trace_id: str) -> int:
         overview = config_overview()
-        overview["halt"] = control.is_halted().as_json()
+        overview["halt"] = selectors_is_halted().as_json()
         wanted = options["keys"]
         unknown = [k for k in wanted if k not in SCHEMA]
         if unknown:

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trading.exchanges.paper import synthetic
 
 from strategy.engines.blite import BLiteParams, decide_entries
 from strategy.engines.candles import CandleBatch
 from strategy.engines.stops import ExitReason, PositionStop, evaluate_exit
 from trading.exchanges.base import Candle
+from trading.exchanges.paper import synthetic
 from trading.exchanges.paper.synthetic import SyntheticMarket, symbol_profile
 
 REPO = Path(__file__).resolve().parents[4]
