@@ -23,6 +23,7 @@ from django.db import connection
 from django.utils import timezone
 
 from infra.clock import TIMEFRAME_SECONDS
+from trading.exchanges.factory import get_gateway
 
 INFO, WARNING, ERROR = "info", "warning", "error"
 SKEW_WARN_MS = 1000
@@ -47,12 +48,6 @@ def _guard(name: str, check: Callable[[], list[dict[str, Any]]]) -> list[dict[st
 def _venue_env() -> str:
     prefix = settings.VENUE.name.upper()
     return f"{prefix}_API_KEY / {prefix}_API_SECRET" + (f" and {prefix}_BASE_URL" if settings.VENUE.base_url else "")
-
-
-def _gateway():
-    from trading.exchanges import get_gateway  # the only door to the venue
-
-    return get_gateway()
 
 
 def _venue_error_class() -> type[Exception]:
@@ -134,7 +129,7 @@ def _check_redis() -> list[dict[str, Any]]:
 def _check_venue() -> list[dict[str, Any]]:
     venue_error = _venue_error_class()
     try:
-        gateway = _gateway()
+        gateway = get_gateway()
     except venue_error as exc:
         return [finding("VENUE_CREDENTIALS_FAILED", ERROR, f"could not build the {settings.VENUE.name} gateway: {exc}",
                         f"check {_venue_env()}")]
@@ -340,7 +335,7 @@ def _diag_locks() -> list[dict[str, Any]]:
 def _diag_balance() -> list[dict[str, Any]]:
     cfg, _ = _config()
     quotes = sorted({s.split("/")[1] for s in cfg.universe if "/" in s})
-    gateway = _gateway()
+    gateway = get_gateway()
     try:
         balances = gateway.fetch_balances()
     except _venue_error_class() as exc:

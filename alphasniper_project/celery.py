@@ -27,6 +27,11 @@ class Queue(StrEnum):
     ORDERS = "orders"      # strategy-engine: order submission / resolution, emergency exit
 
 
+# Options of every money-path task (order sends, resolution, ticks, the stop monitor, the emergency
+# exit): acknowledged only when done and given back if the worker dies, so a crash re-delivers
+# the task (each is idempotent); results are not kept.
+MONEY_PATH = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+
 # The process names /health reports, keyed by the queue whose heartbeat proves them alive.
 HEARTBEAT_PROCESSES = {Queue.SYNC: "data-syncer", Queue.STRATEGY: "strategy-engine"}
 HEARTBEAT_EVERY_S = 15
@@ -92,4 +97,4 @@ def _recycle_db_connections(task=None, **_kwargs) -> None:
     close_old_connections()
 
 
-__all__ = ["app", "Queue", "crontab", "HEARTBEAT_PROCESSES", "HEARTBEAT_EVERY_S"]
+__all__ = ["app", "Queue", "crontab", "HEARTBEAT_PROCESSES", "HEARTBEAT_EVERY_S", "MONEY_PATH"]

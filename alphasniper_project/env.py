@@ -114,7 +114,7 @@ def _balances(env: Mapping[str, str], name: str, default: str, problems: list[st
 def _check_url(name: str, value: str, schemes: tuple[str, ...], problems: list[str]) -> None:
     parts = urlsplit(value)
     if parts.scheme not in schemes or not (parts.hostname or parts.path):
-        problems.append(f"{name}={_redact(value)!r} is not a valid URL (expected {' or '.join(schemes)}://…)")
+        problems.append(f"{name}={redact_url(value)!r} is not a valid URL (expected {' or '.join(schemes)}://…)")
 
 
 def _check_base_url(name: str, value: str, problems: list[str]) -> str | None:
@@ -131,7 +131,7 @@ def _check_base_url(name: str, value: str, problems: list[str]) -> str | None:
     return value.rstrip("/")
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide the password of a URL when we print it."""
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
 

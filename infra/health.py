@@ -57,6 +57,7 @@ def _broker() -> dict:
 
 def _venue() -> dict:
     """What the data-syncer last learned about the venue: reachable, not rate-limited, not banned."""
+    # Deliberately upward (and lazy): /health reports the venue as the data-syncer last saw it.
     from syncer.selectors import venue_health
 
     health = venue_health(settings.VENUE.name)

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import psycopg2
 import redis as redis_lib
 
-from alphasniper_project.env import _redact
+from alphasniper_project.env import redact_url
 
 
 class PreflightError(Exception):
@@ -30,7 +30,8 @@ def check_database(url: str, *, wait_s: float = 0) -> str:
         except psycopg2.Error as exc:
             if time.monotonic() >= deadline:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise PreflightError(f"cannot connect to PostgreSQL at DATABASE_URL={_redact(url)}: {reason}") from None
+                raise PreflightError(
+                    f"cannot connect to PostgreSQL at DATABASE_URL={redact_url(url)}: {reason}") from None
             time.sleep(1)
 
 
@@ -43,7 +44,7 @@ def check_redis(url: str, *, name: str = "REDIS_URL", wait_s: float = 0) -> str:
             return str(client.info("server")["redis_version"])
         except redis_lib.RedisError as exc:
             if time.monotonic() >= deadline:
-                raise PreflightError(f"cannot connect to Redis at {name}={_redact(url)}: {exc}") from None
+                raise PreflightError(f"cannot connect to Redis at {name}={redact_url(url)}: {exc}") from None
             time.sleep(1)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-MONEY_PATH = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+from alphasniper_project.celery import MONEY_PATH
 
 
 @shared_task(name="strategy.tick", soft_time_limit=50, time_limit=60, **MONEY_PATH)

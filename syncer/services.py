@@ -45,6 +45,8 @@ from syncer.models import BalanceSnapshot, Candle, Ticker
 from trading.exchanges.base import Candle as VenueCandle
 from trading.exchanges.base import ExchangeGateway
 from trading.exchanges.errors import RateLimitedError, RejectedError, VenueError
+from trading.exchanges.factory import gateway_or_default
+from trading.selectors import expected_holdings
 from trading.services.equity import account_value, equity_snapshot_record
 
 log = logging.getLogger(__name__)
@@ -61,14 +63,6 @@ LATE_CANDLE_RETRIES = 3
 # shows as GAP_IN_DATA (a full window with a hole) rather than as INSUFFICIENT_HISTORY.
 WINDOW_MARGIN = 20
 LATE_CANDLE_DELAY_S = 1.5
-
-
-def _gateway(gateway: ExchangeGateway | None) -> ExchangeGateway:
-    if gateway is not None:
-        return gateway
-    from trading.exchanges.factory import get_gateway
-
-    return get_gateway()
 
 
 def _config():
@@ -270,8 +264,9 @@ def candles_sync(*, symbols: Sequence[str], timeframe: str, gateway: ExchangeGat
     With ``late_retries``, symbols whose newest candle is not there yet are asked again after a
     short pause (a venue publishes a closed candle a moment after the close).
     """
-    gw = _gateway(gateway)
+    gw = gateway_or_default(gateway)
     if window_candles is None or stale_after_candles is None:
+        # Deliberately upward: how many candles to keep synced is the strategy's decision window.
         from strategy.params import blite_params
 
         cfg = _config()
@@ -383,7 +378,7 @@ def candles_backfill(*, symbol: str, timeframe: str, since_ms: int, until_ms: in
     other venue error propagate (what is stored so far stays, a re-run resumes cheaply since
     upserts are idempotent). Holes the venue does not fill are counted, never invented.
     """
-    gw = _gateway(gateway)
+    gw = gateway_or_default(gateway)
     tf = _timeframe_ms(timeframe)
     last = expected_last_open_ms(clock_now_ms() if until_ms is None else until_ms, timeframe)
     first = -(-since_ms // tf) * tf
@@ -440,7 +435,7 @@ class SnapshotReport:
 def tickers_sync(*, symbols: Sequence[str], gateway: ExchangeGateway | None = None,
                  report: SnapshotReport | None = None) -> SnapshotReport:
     """Store the latest ticker of each symbol (one row per market, overwritten)."""
-    gw = _gateway(gateway)
+    gw = gateway_or_default(gateway)
     report = report or SnapshotReport(venue=gw.name)
     rows = []
     for symbol in dict.fromkeys(symbols):
@@ -475,7 +470,7 @@ def _plain(value: Decimal) -> str:
 
 def balances_sync(*, gateway: ExchangeGateway | None = None, report: SnapshotReport | None = None) -> SnapshotReport:
     """Store the account's balances (one snapshot row per venue, overwritten)."""
-    gw = _gateway(gateway)
+    gw = gateway_or_default(gateway)
     report = report or SnapshotReport(venue=gw.name)
     try:
         balances = gw.fetch_balances()
@@ -504,17 +499,18 @@ def _equity_snapshot(venue: str, balances: dict, report: SnapshotReport) -> None
 
 
 def _snapshot_symbols(universe: Sequence[str], venue: str) -> list[str]:
-    from strategy.models import StrategyPosition
-
-    held = StrategyPosition.objects.filter(venue=venue).exclude(status=StrategyPosition.Status.CLOSED)
-    return list(dict.fromkeys([*universe, *held.values_list("symbol", flat=True)]))
+    """The universe, plus every market where our own orders say we hold something (a symbol
+    dropped from the universe while a position is still open keeps its price fresh)."""
+    quote = universe[0].split("/")[1] if universe else "USDT"
+    held = [f"{asset}/{quote}" for asset, qty in expected_holdings(venue).items() if qty > 0]
+    return list(dict.fromkeys([*universe, *held]))
 
 
 def market_snapshot_sync(*, gateway: ExchangeGateway | None = None, symbols: Sequence[str] | None = None
                          ) -> SnapshotReport:
     """Tickers of the universe (and of held symbols), balances, and for the paper venue the
     matching of resting limit orders against the current price."""
-    gw = _gateway(gateway)
+    gw = gateway_or_default(gateway)
     report = SnapshotReport(venue=gw.name)
     if selectors.rate_limited_until_ms(gw.name):
         report.errors["venue"] = "skipped: venue rate limit back-off in force"
@@ -555,7 +551,7 @@ def tick_mark_synced(*, venue: str, timeframe: str, tick_id: str, report: Candle
 def tick_candles_sync(*, tick_id: str, timeframe: str, close_ms: int, gateway: ExchangeGateway | None = None,
                       late_retries: int = 0, sleep: Callable[[float], None] = time.sleep) -> CandleSyncReport:
     """The candle sync of one tick (universe, as of the tick's candle close), marked done in Redis."""
-    gw = _gateway(gateway)
+    gw = gateway_or_default(gateway)
     cfg = _config()
     report = candles_sync(symbols=cfg.universe, timeframe=timeframe, gateway=gw, now_ms=close_ms,
                           late_retries=late_retries, sleep=sleep)
@@ -568,7 +564,7 @@ def tick_sync_if_due(*, now: datetime | None = None, gateway: ExchangeGateway | 
     """Beat calls this every minute. When a candle of the configured timeframe has just closed,
     sync the universe's candles for that tick and return it (the caller then runs the strategy
     tick); otherwise, or when another worker already synced this tick, return None."""
-    gw = _gateway(gateway)
+    gw = gateway_or_default(gateway)
     timeframe = _config().timeframe
     due = tick_due(now=now or now_utc(), timeframe=timeframe)
     if due is None:

@@ -19,6 +19,7 @@ def tick() -> str | None:
     """Beat, every minute (HK crontab). When a candle of the configured timeframe has just
     closed: sync the universe's candles, then hand the tick to the strategy - so the strategy
     tick of a tick id always runs after that tick's sync finished."""
+    # Deliberately upward: the syncer's tick hands over to the strategy's once its candles are in.
     from strategy.tasks import tick as strategy_tick
     from syncer.services import tick_sync_if_due
 

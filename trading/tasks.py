@@ -12,18 +12,13 @@ import logging
 from celery import shared_task
 from celery.signals import worker_init, worker_ready
 
+from alphasniper_project.celery import MONEY_PATH
 from trading.exchanges.errors import VenueError
+from trading.exchanges.factory import get_gateway
 from trading.order_timing import RESEND_GRACE, SEND_HARD_LIMIT_S
 
 log = logging.getLogger(__name__)
 
-MONEY_PATH = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
-
-
-def _gateway():
-    from trading.exchanges.factory import get_gateway
-
-    return get_gateway()
 
 
 # The hard limit is the longest a send can last; the sweeper's orphan bound sits above it.
@@ -33,7 +28,7 @@ def submit_order(order_id: int) -> None:
     from trading.models import OrderStatus
     from trading.services.submission import held_back_for_rate_limit, order_submit
 
-    order = order_submit(order_id=int(order_id), gateway=_gateway())
+    order = order_submit(order_id=int(order_id), gateway=get_gateway())
     if order.status == OrderStatus.SUBMIT_UNKNOWN:
         # Nothing to learn before the venue's late-visibility window has passed.
         resolve_order.apply_async((order.pk,), countdown=RESEND_GRACE.total_seconds())
@@ -47,7 +42,7 @@ def resolve_order(self, order_id: int) -> None:
     from trading.services.submission import order_resolve
 
     try:
-        outcome = order_resolve(order_id=int(order_id), gateway=_gateway())
+        outcome = order_resolve(order_id=int(order_id), gateway=get_gateway())
     except VenueError as exc:
         # The venue could not answer the question; asking again is always safe.
         log.warning("resolving order %s: venue did not answer (%s); retrying", order_id, exc)
@@ -94,7 +89,7 @@ def reconcile(full: bool = False) -> dict:
 
     try:
         with redis_lock("reconcile", ttl_s=170):
-            return run(gateway=_gateway(), full=bool(full)).as_dict()
+            return run(gateway=get_gateway(), full=bool(full)).as_dict()
     except LockNotAcquired:
         log.info("reconciliation already running elsewhere")
         return {}
@@ -122,7 +117,7 @@ def _refuse_to_start_on_a_venue_we_cannot_trade(sender=None, **kwargs) -> None:
     from trading.exchanges.startup import is_warning, venue_startup_check
 
     try:
-        problems = venue_startup_check(gateway=_gateway(), universe=config_get().universe)
+        problems = venue_startup_check(gateway=get_gateway(), universe=config_get().universe)
     except Exception as exc:  # e.g. an unmigrated database: the same rule, one line, no traceback
         problems = [f"venue start-up check could not run: {type(exc).__name__}: {exc}"]
     finally:

@@ -43,6 +43,7 @@ from strategy.params import STRATEGY_NAME
 from strategy.services.portfolio import entry_cost, plain
 from trading.exchanges.base import ExchangeGateway, MarketRules
 from trading.exchanges.errors import VenueError
+from trading.exchanges.factory import gateway_or_default
 from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
 from trading.services.lifecycle import EventType
 from trading.services.orders import OrderRefused, order_place
@@ -392,10 +393,7 @@ def position_check(*, position_id: int, last_price: Decimal, rules: MarketRules 
 def stop_monitor_run(*, gateway: ExchangeGateway | None = None, now: datetime | None = None) -> MonitorReport:
     """One pass over every open position: update it from its orders, then check its stop
     against the venue's last price. Safe to run concurrently (row locks, deterministic ids)."""
-    if gateway is None:
-        from trading.exchanges.factory import get_gateway
-
-        gateway = get_gateway()
+    gateway = gateway_or_default(gateway)
     report = MonitorReport()
     lock = contextlib.nullcontext()
     try:

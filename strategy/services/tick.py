@@ -55,6 +55,7 @@ from trading.client_ids import make_client_order_id
 from trading.config_schema import StrategyConfig, config_get
 from trading.exchanges.base import Balance, ExchangeGateway, MarketRules
 from trading.exchanges.errors import RateLimitedError, VenueError
+from trading.exchanges.factory import gateway_or_default
 from trading.models import Order
 from trading.selectors import is_halted
 from trading.services.control import halt_state_committed, trading_halt
@@ -154,14 +155,6 @@ class _Context:
         return None
 
 
-def _gateway(gateway: ExchangeGateway | None) -> ExchangeGateway:
-    if gateway is not None:
-        return gateway
-    from trading.exchanges.factory import get_gateway
-
-    return get_gateway()
-
-
 def tick_run(*, tick_id: str, timeframe: str | None = None, gateway: ExchangeGateway | None = None,
              scorer: EntryScorer | None = None, now_ms: int | None = None) -> TickReport:
     """Run the B-lite tick ``tick_id`` (HK wall time of the candle close, ``infra.clock.tick_id_for``).
@@ -169,7 +162,7 @@ def tick_run(*, tick_id: str, timeframe: str | None = None, gateway: ExchangeGat
     Idempotent: a re-run, a re-delivered task or a concurrent worker writes no second decision
     and places no second order. ``now_ms`` (default: now) only decides whether the tick is late.
     """
-    gw = _gateway(gateway)
+    gw = gateway_or_default(gateway)
     cfg = config_get()
     timeframe = timeframe or cfg.timeframe
     close_ms = datetime_to_ms(tick_close_from_id(tick_id))

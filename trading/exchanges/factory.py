@@ -53,6 +53,11 @@ def get_gateway() -> ExchangeGateway:
     return _gateway
 
 
+def gateway_or_default(gateway: ExchangeGateway | None) -> ExchangeGateway:
+    """``gateway`` if a caller (a test, a tool) passed one, else this process's gateway."""
+    return gateway if gateway is not None else get_gateway()
+
+
 def reset_gateway() -> None:
     """Forget the cached gateway (tests that switch venues)."""
     global _gateway

@@ -29,6 +29,7 @@ from django.db.models.functions import Now
 from trading.client_ids import is_ours
 from trading.exchanges.base import ExchangeGateway, MarketRules, VenueOrderStatus, round_to_step
 from trading.exchanges.errors import OrderNotFoundError, VenueError
+from trading.exchanges.factory import gateway_or_default
 from trading.models import TERMINAL_STATUSES, EmergencyExitRun, Order, OrderEvent, OrderStatus
 from trading.selectors import expected_holdings
 from trading.services import lifecycle
@@ -61,10 +62,7 @@ def emergency_exit(*, actor: str, source: str, reason_code: str, reason: str, fl
     from trading.config_schema import config_get
     from trading.selectors import is_halted
 
-    if gateway is None:
-        from trading.exchanges.factory import get_gateway
-
-        gateway = get_gateway()
+    gateway = gateway_or_default(gateway)
     _halt_and_audit(actor=actor, source=source, reason_code=reason_code, reason=reason, trace_id=trace_id,
                     flatten_all=flatten_all, halt_before=is_halted().as_json())
     report = EmergencyExitReport()
