@@ -12,7 +12,6 @@ check survives the failure of any other (a dead Redis is a finding, not a traceb
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -26,8 +25,6 @@ from infra.clock import TIMEFRAME_SECONDS
 from trading.exchanges.factory import get_gateway
 
 INFO, WARNING, ERROR = "info", "warning", "error"
-SKEW_WARN_MS = 1000
-SKEW_ERROR_MS = 5000
 
 
 def finding(code: str, severity: str, detail: str, fix: str = "", **data: Any) -> dict[str, Any]:
@@ -127,54 +124,17 @@ def _check_redis() -> list[dict[str, Any]]:
 
 
 def _check_venue() -> list[dict[str, Any]]:
+    """The same venue check a worker runs at start, with the same rules (``venue_checks``)."""
+    from trading.exchanges.startup import venue_checks
+
     venue_error = _venue_error_class()
     try:
         gateway = get_gateway()
     except venue_error as exc:
         return [finding("VENUE_CREDENTIALS_FAILED", ERROR, f"could not build the {settings.VENUE.name} gateway: {exc}",
                         f"check {_venue_env()}")]
-    out = _check_universe_listed(gateway)
-    try:
-        balances = gateway.fetch_balances()
-        held = sorted(asset for asset, b in balances.items() if getattr(b, "total", 0))
-        out.append(finding("VENUE_CREDENTIALS_OK", INFO,
-                           f"signed read on {settings.VENUE.name} succeeded; assets held: {', '.join(held) or 'none'}"))
-    except venue_error as exc:
-        out.append(finding("VENUE_CREDENTIALS_FAILED", ERROR, f"signed read on {settings.VENUE.name} failed: {exc}",
-                           f"check {_venue_env()} (key permissions: read + spot trade; IP allow-list)"))
-    try:
-        before = time.time() * 1000
-        server_ms = gateway.server_time_ms()
-        after = time.time() * 1000
-        skew = int(server_ms - (before + after) / 2)
-        detail = f"clock skew vs {settings.VENUE.name}: {skew:+d} ms (round trip {after - before:.0f} ms)"
-        if abs(skew) > SKEW_ERROR_MS:
-            out.append(finding("CLOCK_SKEW", ERROR, detail, "synchronise the host clock (chrony / ntpd)", skew_ms=skew))
-        elif abs(skew) > SKEW_WARN_MS:
-            out.append(finding("CLOCK_SKEW", WARNING, detail, "synchronise the host clock (chrony / ntpd)",
-                               skew_ms=skew))
-        else:
-            out.append(finding("CLOCK_OK", INFO, detail, skew_ms=skew))
-    except venue_error as exc:
-        out.append(finding("VENUE_TIME_FAILED", ERROR, f"could not read {settings.VENUE.name} server time: {exc}",
-                           f"check network access to the venue ({_venue_env()})"))
-    return out
-
-
-def _check_universe_listed(gateway) -> list[dict[str, Any]]:
     cfg, _ = _config()
-    try:
-        markets = gateway.load_markets()
-    except _venue_error_class() as exc:
-        return [finding("VENUE_UNREACHABLE", ERROR, f"cannot list the markets of {settings.VENUE.name}: {exc}",
-                        f"check network access and {settings.VENUE.name.upper()}_BASE_URL")]
-    missing = [s for s in cfg.universe if s not in markets]
-    if missing:
-        return [finding("UNIVERSE_NOT_LISTED", ERROR,
-                        f"universe symbol(s) {', '.join(missing)} not listed on {settings.VENUE.name}",
-                        "tbot/API update_config: remove them from `universe`", symbols=missing)]
-    return [finding("UNIVERSE_LISTED", INFO, f"all {len(cfg.universe)} universe symbols are listed on "
-                                            f"{settings.VENUE.name}")]
+    return [finding(c.code, c.severity, c.detail, c.fix) for c in venue_checks(gateway=gateway, universe=cfg.universe)]
 
 
 def prepare_checks() -> list[dict[str, Any]]:

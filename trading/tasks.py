@@ -107,9 +107,9 @@ def _reconcile_on_start(sender, **kwargs) -> None:
 
 @worker_init.connect
 def _refuse_to_start_on_a_venue_we_cannot_trade(sender=None, **kwargs) -> None:
-    """Bad keys, a universe symbol the venue does not list, a venue that cannot be reached: one
-    clear line each and exit 2, before the worker takes a single task. Clock skew within the
-    venue's receive window is only a warning."""
+    """Bad keys, a universe symbol the venue does not list, a venue that cannot be reached, a
+    clock far off: one clear line each and exit 2, before the worker takes a single task. The
+    same check, with the same rules, as ``tbot prepare`` (``trading.exchanges.startup``)."""
     import os
     import sys
 

@@ -76,3 +76,14 @@ def test_paper(db, tmp_path):
         "universe symbol 'BTC' is malformed: expected BASE/QUOTE in capitals, e.g. BTC/USDT",
         "universe symbol XRP/USDT has no market data on paper: KeyError: 'XRP/USDT'",
     ]
+
+
+def test_clock_skew_over_five_seconds_stops_a_worker_and_tbot_prepare_alike(emulator, control, gateway_factory):
+    # One check, one rule: what refuses a worker's start is what `tbot prepare` calls an error.
+    from trading.exchanges.startup import venue_checks
+
+    control.set_clock_offset(8000)
+    (problem,) = venue_startup_check(gateway=gateway_factory(emulator), universe=UNIVERSE)
+    assert not is_warning(problem) and "more than 5000 ms" in problem
+    skew = [c for c in venue_checks(gateway=gateway_factory(emulator), universe=UNIVERSE) if c.code == "CLOCK_SKEW"]
+    assert [c.severity for c in skew] == ["error"]
