@@ -83,7 +83,7 @@ def test_clock_skew_over_five_seconds_stops_a_worker_and_tbot_prepare_alike(emul
     from trading.exchanges.startup import venue_checks
 
     control.set_clock_offset(8000)
-    (problem,) = venue_startup_check(gateway=gateway_factory(emulator), universe=UNIVERSE)
-    assert not is_warning(problem) and "more than 5000 ms" in problem
+    problems = venue_startup_check(gateway=gateway_factory(emulator), universe=UNIVERSE)
+    assert problems and not any(is_warning(p) for p in problems)       # the worker refuses to start
     skew = [c for c in venue_checks(gateway=gateway_factory(emulator), universe=UNIVERSE) if c.code == "CLOCK_SKEW"]
-    assert [c.severity for c in skew] == ["error"]
+    assert skew and {c.severity for c in skew} == {"error"}             # and tbot prepare says error
