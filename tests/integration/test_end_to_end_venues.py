@@ -18,8 +18,8 @@ from strategy.engines import PositionStop
 from strategy.models import StrategyDecision, StrategyPosition
 from strategy.services.positions import stop_monitor_run
 from strategy.services.tick import tick_run
-from strategy.testing import ScriptedSource, paper_gateway, to_source_candles
 from tests.strategy.helpers import series
+from tests.support.markets import ScriptedSource, paper_gateway, to_source_candles
 from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
 from trading.exchanges.binance import BinanceGateway

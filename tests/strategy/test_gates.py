@@ -11,13 +11,14 @@ import pytest
 from infra.clock import hk_day_start_utc, ms_to_datetime
 from strategy.models import StrategyDecision, StrategyPosition
 from strategy.services.tick import tick_run
-from strategy.testing import ManualClock, paper_gateway
 from syncer.services import tick_candles_sync, venue_rate_limited_set
 from tests.strategy.test_tick import CLOSE, TF, TICK, UNIVERSE, configure, scripted_market
+from tests.support.markets import ManualClock, paper_gateway
+from tests.trading.factories import equity_snapshot
 from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
 from trading.exchanges.errors import RateLimitedError, TransientError
-from trading.models import AuditLog, EquitySnapshot, Order
+from trading.models import AuditLog, Order
 from trading.selectors import is_halted
 from trading.services import lifecycle
 from trading.services.control import trading_halt
@@ -90,15 +91,10 @@ def test_entry_orders_in_flight_count_as_positions(gw):
     assert_blocked(tick(gw), "MAX_POSITIONS")
 
 
-def equity_at(moment, equity: str) -> EquitySnapshot:
-    return EquitySnapshot.objects.create(venue="paper", taken_at=moment, quote="USDT", equity=Decimal(equity),
-                                         free_quote=Decimal(equity))
-
-
 def test_daily_loss_limit_halts_trading_automatically(gw):
     # The HK day began with 10,250; the account is worth 10,000 now: 250 lost today is more than
     # 2% of the day's starting equity.
-    equity_at(hk_day_start_utc(ms_to_datetime(CLOSE)) - timedelta(seconds=20), "10250")
+    equity_snapshot(taken_at=hk_day_start_utc(ms_to_datetime(CLOSE)) - timedelta(seconds=20), equity="10250")
     assert_blocked(tick(gw), "DAILY_LOSS_LIMIT")
     halt = is_halted()
     assert halt.halted and halt.reason_code == "DAILY_LOSS_LIMIT" and halt.by == "risk"
@@ -112,8 +108,8 @@ def test_yesterdays_losses_do_not_count_against_today(gw):
     # CLOSE is 11:14 in Hong Kong. Yesterday the account fell from 10,250 to 10,000; today it
     # began with 10,000 and still has it.
     day_start = hk_day_start_utc(ms_to_datetime(CLOSE))
-    equity_at(day_start - timedelta(hours=20), "10250")
-    equity_at(day_start - timedelta(seconds=30), "10000")
+    equity_snapshot(taken_at=day_start - timedelta(hours=20), equity="10250")
+    equity_snapshot(taken_at=day_start - timedelta(seconds=30), equity="10000")
     assert tick(gw).decision == "enter" and not is_halted().halted
 
 
@@ -130,7 +126,8 @@ def test_a_position_held_over_hk_midnight_counts_only_what_it_moved_today(db, re
     StrategyPosition.objects.filter(pk=held.pk).update(quantity=Decimal(2), entry_price=eth * 10,
                                                        opened_at=ms_to_datetime(CLOSE) - timedelta(hours=30))
     # At HK midnight the two ETH were marked a little lower than now.
-    equity_at(hk_day_start_utc(ms_to_datetime(CLOSE)) - timedelta(seconds=10), str(5000 + 2 * eth * Decimal("0.99")))
+    equity_snapshot(taken_at=hk_day_start_utc(ms_to_datetime(CLOSE)) - timedelta(seconds=10),
+                    equity=str(5000 + 2 * eth * Decimal("0.99")))
     # When the tick runs
     tick_run(tick_id=TICK, gateway=gateway, now_ms=CLOSE + 1_000)
     # Then nothing halts, and the day's PnL is the ETH's move since midnight, not since entry.

@@ -19,8 +19,8 @@ from strategy.services import positions as positions_module
 from strategy.services.positions import stop_monitor_run
 from strategy.services.summary import daily_summary_send
 from strategy.services.tick import tick_run
-from strategy.testing import ManualClock, paper_gateway
 from tests.strategy.test_tick import TF, UNIVERSE, configure, scripted_market
+from tests.support.markets import ManualClock, paper_gateway
 from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
 from trading.models import Order, OrderStatus

@@ -16,9 +16,9 @@ from strategy.engines import BLiteParams
 from strategy.models import StrategyDecision
 from strategy.services import tick as tick_module
 from strategy.services.tick import tick_run
-from strategy.testing import ManualClock, ScriptedSource, find_synthetic_entries, paper_gateway, to_source_candles
 from syncer.services import tick_sync_if_due
 from tests.strategy.helpers import series
+from tests.support.markets import ManualClock, ScriptedSource, find_synthetic_entries, paper_gateway, to_source_candles
 from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
 from trading.exchanges.paper.feeds import SyntheticSource

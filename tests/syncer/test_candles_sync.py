@@ -12,11 +12,11 @@ from django.core.management import CommandError, call_command
 
 from infra.clock import ms_to_datetime, tick_id_for
 from infra.models import TelegramOutbox
-from strategy.testing import ManualClock, ScriptedSource, paper_gateway
 from syncer import selectors
 from syncer.models import BalanceSnapshot, Ticker
 from syncer.models import Candle as StoredCandleRow
 from syncer.services import candles_sync, market_snapshot_sync, tick_due, tick_sync_if_due
+from tests.support.markets import ManualClock, ScriptedSource, paper_gateway
 from trading.config_schema import config_get
 from trading.exchanges.base import Candle
 from trading.exchanges.errors import RateLimitedError, TransientError

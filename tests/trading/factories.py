@@ -27,3 +27,11 @@ def trade(order, *, trade_id: str, quantity: str, price: str = "30000", fee: str
                       client_order_id=order.client_order_id, symbol=order.symbol, side=Side(order.side),
                       price=Decimal(price), quantity=Decimal(quantity), fee=Decimal(fee), fee_asset="USDT",
                       timestamp_ms=1_700_000_000_000)
+
+
+def equity_snapshot(*, taken_at, equity: str, venue: str = "paper", quote: str = "USDT"):
+    """One point of the equity curve at ``taken_at`` (the data-syncer appends these)."""
+    from trading.models import EquitySnapshot
+
+    return EquitySnapshot.objects.create(venue=venue, taken_at=taken_at, quote=quote, equity=Decimal(equity),
+                                         free_quote=Decimal(equity))

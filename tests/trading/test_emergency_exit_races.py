@@ -17,8 +17,8 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from strategy.models import StrategyPosition
 from strategy.services.positions import stop_monitor_run
+from tests.strategy.factories import open_position
 from tests.support.venue_model import ModelVenue, default_markets
 from trading.exchanges.base import MarketRules
 from trading.models import Order, OrderStatus
@@ -125,12 +125,7 @@ def test_the_stop_monitor_does_not_sell_what_an_emergency_sell_in_flight_is_sell
                            quantity=Decimal("0.01"), trace_id="t-e", tick_id="E2", enqueue=False)
     entry = order_submit(order_id=entry.pk, gateway=venue)
     held = entry.filled_quantity - Decimal("0.00001")           # net of the base-asset fee
-    StrategyPosition.objects.create(
-        strategy="blite", venue="binance", symbol=BTC, entry_order=entry, tick_id=entry.tick_id, trace_id="t-e",
-        quantity=held, entry_price=Decimal(30_000), opened_at=entry.created_at,
-        stop_state={"entry_price": "30000", "initial_stop": "29000", "stop_price": "29000",
-                    "take_profit_price": "33000", "highest_price": "30000", "trail_distance": "1000",
-                    "atr_multiple": "2"})
+    open_position(entry, quantity=held)
     venue.set_price(BTC, Decimal(28_000))
 
     real_create = venue.create_order

@@ -23,6 +23,7 @@ from django.db.models import F
 from infra.redis import get_redis
 from strategy.models import StrategyPosition
 from strategy.services.positions import position_refresh
+from tests.strategy.factories import open_position
 from tests.support.venue_model import ModelVenue, default_markets
 from trading.exchanges.base import Side, VenueTrade
 from trading.exchanges.errors import TransientError
@@ -238,12 +239,7 @@ def test_trades_visible_long_after_the_order_closed_are_still_recorded(binance):
 # --- 4, 5, 11. positions are projections of fills --------------------------------------------
 
 def _position_for(entry: Order, quantity: str) -> StrategyPosition:
-    state = {"entry_price": "30000", "initial_stop": "29000", "stop_price": "29000", "take_profit_price": "33000",
-             "highest_price": "30000", "trail_distance": "1000", "atr_multiple": "2"}
-    return StrategyPosition.objects.create(
-        strategy="blite", venue=entry.venue, symbol=entry.symbol, entry_order=entry, tick_id=entry.tick_id,
-        trace_id=entry.trace_id, quantity=Decimal(quantity), entry_price=Decimal(30_000), stop_state=state,
-        opened_at=entry.created_at)
+    return open_position(entry, quantity=quantity)
 
 
 def test_a_partial_emergency_fill_leaves_the_unsold_part_open(binance):

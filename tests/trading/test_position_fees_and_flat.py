@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from strategy.models import StrategyDecision, StrategyPosition
+from strategy.models import StrategyPosition
 from strategy.services.positions import position_refresh, positions_sync
+from tests.strategy.factories import entry_decision
 from tests.support.venue_model import ModelVenue, default_markets
 from trading.exchanges.base import MarketRules
 from trading.models import Order, OrderStatus
@@ -34,10 +35,7 @@ def universe_markets() -> dict[str, MarketRules]:
 def entry_with_decision(venue: ModelVenue, tick: str, quantity: str = "0.01") -> Order:
     """An entry as the tick writes it: its decision row (what the position's stop is built from)
     and its order."""
-    StrategyDecision.objects.create(
-        strategy="blite", tick_id=tick, symbol=BTC, decision="enter", reason_code="ENTRY_SIGNAL", trace_id=f"t-{tick}",
-        inputs={"engine": {"inputs": {"atr": "500"}}, "params": {"stop_atr_multiple": "2", "take_profit_r": "2"},
-                "market": {"tick_size": "0.01", "lot_step": "0.00001", "min_qty": "0.00001", "min_notional": "5"}})
+    entry_decision(tick=tick)
     order, _ = order_place(venue=venue.name, strategy="blite", symbol=BTC, side="buy", type="market", intent="entry",
                            quantity=Decimal(quantity), trace_id=f"t-{tick}", tick_id=tick, enqueue=False)
     return order

@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from infra.redis import get_redis
-from strategy.models import StrategyDecision, StrategyPosition
+from strategy.models import StrategyPosition
 from strategy.services.positions import positions_sync, stop_monitor_run
+from tests.strategy.factories import entry_decision
 from tests.support.venue_model import ModelVenue
 from trading.exchanges import factory
 from trading.exchanges.base import last_look_veto
@@ -92,10 +93,7 @@ class MoneyPath(RuleBasedStateMachine):
     def a_tick_enters(self, quantity, valid_for):
         self.ticks += 1
         tick = f"T{self.ticks}"
-        StrategyDecision.objects.create(strategy="blite", tick_id=tick, symbol=BTC, decision="enter",
-                                        reason_code="ENTRY_SIGNAL", trace_id=f"t-{tick}", inputs={
-                                            "engine": {"inputs": {"atr": "500"}}, "market": MARKET,
-                                            "params": {"stop_atr_multiple": "2", "take_profit_r": "3"}})
+        entry_decision(tick=tick, take_profit_r="3", market=MARKET)
         try:
             order_place(venue=self.venue.name, strategy="blite", symbol=BTC, side="buy", type="market",
                         intent="entry", quantity=Decimal(quantity), trace_id=f"t-{tick}", tick_id=tick,
