@@ -185,11 +185,12 @@ _DEFAULT_RULES = {
     "ETH/USDT": ("0.01", "0.0001", "0.0001", "5"),
     "SOL/USDT": ("0.01", "0.001", "0.001", "5"),
     "BNB/USDT": ("0.01", "0.001", "0.001", "5"),
+    "XRP/USDT": ("0.0001", "0.1", "0.1", "5"),
 }
 
 
 def default_markets() -> dict[str, MarketRules]:
-    """BTC/USDT, ETH/USDT, SOL/USDT and BNB/USDT with venue-like increments."""
+    """The default universe (BTC, ETH, SOL, BNB, XRP against USDT) with venue-like increments."""
     markets = {}
     for symbol, (tick, step, min_qty, notional) in _DEFAULT_RULES.items():
         base, _, quote = symbol.partition("/")

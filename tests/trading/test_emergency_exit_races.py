@@ -20,7 +20,6 @@ from django.db import connection
 from strategy.services.positions import stop_monitor_run
 from tests.strategy.factories import open_position
 from tests.support.venue_model import ModelVenue, default_markets
-from trading.exchanges.base import MarketRules
 from trading.models import Order, OrderStatus
 from trading.services.emergency import emergency_exit
 from trading.services.orders import order_place
@@ -29,14 +28,6 @@ from trading.services.submission import order_submit
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BTC = "BTC/USDT"
-
-
-def universe_markets() -> dict[str, MarketRules]:
-    markets = default_markets()
-    markets["XRP/USDT"] = MarketRules(symbol="XRP/USDT", venue_symbol="XRPUSDT", base="XRP", quote="USDT",
-                                      tick_size=Decimal("0.0001"), lot_step=Decimal("0.1"), min_qty=Decimal("0.1"),
-                                      min_notional=Decimal(5))
-    return markets
 
 
 def wait_for(predicate, timeout_s: float = 10.0) -> bool:
@@ -50,7 +41,7 @@ def wait_for(predicate, timeout_s: float = 10.0) -> bool:
 
 def test_emergency_exit_does_not_write_off_an_exit_a_worker_is_sending(redis_client):
     # Given an account holding 1 BTC that is not ours, and 0.00999 BTC our entry bought
-    venue = ModelVenue("binance", balances={"USDT": Decimal(100_000), "BTC": Decimal(1)}, markets=universe_markets(),
+    venue = ModelVenue("binance", balances={"USDT": Decimal(100_000), "BTC": Decimal(1)}, markets=default_markets(),
                        prices={BTC: Decimal(30_000), "ETH/USDT": Decimal(2_000), "SOL/USDT": Decimal(150),
                                "BNB/USDT": Decimal(600), "XRP/USDT": Decimal("0.5")})
 
@@ -118,7 +109,7 @@ def test_emergency_exit_does_not_write_off_an_exit_a_worker_is_sending(redis_cli
 
 def test_the_stop_monitor_does_not_sell_what_an_emergency_sell_in_flight_is_selling(redis_client):
     # Given 1 BTC that is not ours, and a position of ours whose stop (29 000) the price (28 000) is below
-    venue = ModelVenue("binance", balances={"USDT": Decimal(100_000), "BTC": Decimal(1)}, markets=universe_markets(),
+    venue = ModelVenue("binance", balances={"USDT": Decimal(100_000), "BTC": Decimal(1)}, markets=default_markets(),
                        prices={BTC: Decimal(30_000), "ETH/USDT": Decimal(2_000), "SOL/USDT": Decimal(150),
                                "BNB/USDT": Decimal(600), "XRP/USDT": Decimal("0.5")})
     entry, _ = order_place(venue="binance", strategy="blite", symbol=BTC, side="buy", type="market", intent="entry",

@@ -12,7 +12,6 @@ from strategy.models import StrategyPosition
 from strategy.services.positions import position_refresh, positions_sync
 from tests.strategy.factories import entry_decision
 from tests.support.venue_model import ModelVenue, default_markets
-from trading.exchanges.base import MarketRules
 from trading.models import Order, OrderStatus
 from trading.services.emergency import emergency_exit
 from trading.services.orders import order_place
@@ -21,15 +20,6 @@ from trading.services.submission import order_submit
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BTC = "BTC/USDT"
-
-
-def universe_markets() -> dict[str, MarketRules]:
-    """Every symbol of the default universe is listed (the model lacks XRP/USDT)."""
-    markets = default_markets()
-    markets["XRP/USDT"] = MarketRules(symbol="XRP/USDT", venue_symbol="XRPUSDT", base="XRP", quote="USDT",
-                                      tick_size=Decimal("0.0001"), lot_step=Decimal("0.1"), min_qty=Decimal("0.1"),
-                                      min_notional=Decimal(5))
-    return markets
 
 
 def entry_with_decision(venue: ModelVenue, tick: str, quantity: str = "0.01") -> Order:
@@ -63,7 +53,7 @@ def test_a_bnb_entry_fee_reaches_the_position_cost(redis_client):
 def test_emergency_exit_is_not_flat_while_an_entry_it_knows_filled_lacks_its_trades(redis_client):
     # Given an entry the venue reports FILLED whose trades the venue's trade list does not show
     # yet (Binance's order query runs ahead of myTrades), and no other BTC on the account
-    venue = ModelVenue("binance", balances={"USDT": Decimal(100_000)}, markets=universe_markets(),
+    venue = ModelVenue("binance", balances={"USDT": Decimal(100_000)}, markets=default_markets(),
                        prices={BTC: Decimal(30_000), "ETH/USDT": Decimal(2_000), "SOL/USDT": Decimal(150),
                                "BNB/USDT": Decimal(600), "XRP/USDT": Decimal("0.5")})
     venue.script_trade_visibility_delay(60)
