@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from strategy.engines import indicators
+import strategy.engines.indicators as indicators
 from strategy.engines.candles import PAD_OPEN_TIME, CandleBatch
 
 __all__ = [

@@ -42,8 +42,8 @@ class OrderRefused(Exception):
 
 def submit_enqueue(order_id: int, *, countdown: float | None = None) -> None:
     """Queue the send of a committed order (the ``orders`` queue)."""
-    # Imported here, not at the top: tasks import the services, and the services must not need
-    # the task module to be importable (no lifecycle -> tasks -> submission -> lifecycle loop).
+    # Deliberately upward, and lazy: the one door enqueues after commit, so it needs the task;
+    # nothing below it (lifecycle, submission) does, and no module imports tasks at import time.
     from trading.tasks import submit_order
 
     if countdown is None:
