@@ -109,7 +109,8 @@ def _record(row: dict) -> None:
 
 @pytest.mark.parametrize("venue", VENUES)
 @pytest.mark.parametrize("crash_at", POINTS)
-def test_kill_at_every_step_converges_to_one_order(venue, crash_at, emulators, tmp_path, _isolated_redis):
+def test_kill_at_every_step_converges_to_one_order(venue, crash_at, emulators, tmp_path, _isolated_redis, redis_client):
+    # redis_client: every case starts from an empty Redis (no rate-limit back-off or ban left by another test).
     if venue != "paper":
         EmulatorControl(emulators[venue].base_url).reset()
     assert not connection.in_atomic_block, "the worker could not see our writes from inside a transaction"

@@ -24,6 +24,11 @@ def binance():
     handle.stop()
 
 
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_client):
+    """No rate-limit back-off or ban another test left in Redis: the worker checks the venue through it."""
+
+
 def start_worker(**env_overrides: str) -> subprocess.CompletedProcess:
     db = connection.settings_dict
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
