@@ -85,8 +85,13 @@ def test_a_real_worker_logs_our_info_but_not_celerys_per_task_lines():
 
     queue = f"logtest-{os.getpid()}"
     db = connection.settings_dict
+    from alphasniper_project.celery import app
+
+    # The worker must listen on the broker this process sends to (under `make test` the broker
+    # URL is derived from REDIS_URL when settings load, before the test's Redis isolation).
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "LOG_FORMAT": "text", "LOG_LEVEL": "INFO", "TELEGRAM_BOT_TOKEN": "", "TELEGRAM_CHAT_ID": ""}
+           "CELERY_BROKER_URL": app.conf.broker_url, "LOG_FORMAT": "text", "LOG_LEVEL": "INFO",
+           "TELEGRAM_BOT_TOKEN": "", "TELEGRAM_CHAT_ID": ""}
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "alphasniper_project", "worker", "--pool", "solo",
                                "-Q", queue, "-n", f"{queue}@%h", "--loglevel", "INFO", "--without-mingle",
                                "--without-gossip"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
