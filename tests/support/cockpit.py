@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from infra.clock import now_utc
+from infra.clock import last_closed_candle_close, now_utc, timeframe_seconds
 from strategy.models import StrategyDecision, StrategyPosition
 from strategy.services.positions import position_open_from_entry, position_refresh
 from syncer.models import Candle, Ticker
@@ -94,12 +94,13 @@ def equity(at: datetime, value: str, quote: str = "USDT") -> EquitySnapshot:
                                          free_quote=Decimal(value))
 
 
-def candles(symbol: str, *, closes: list[str], end: datetime | None = None, timeframe: str = "1m") -> list[Candle]:
-    """Closed 1m candles ending at ``end`` (default: the last whole minute)."""
-    end = (end or timezone.now()).replace(second=0, microsecond=0)
+def candles(symbol: str, *, closes: list[str], timeframe: str = "15m") -> list[Candle]:
+    """Closed candles of ``timeframe`` (the strategy's default: 15m) up to the last close."""
+    step = timeframe_seconds(timeframe)
+    end = last_closed_candle_close(timezone.now(), timeframe)
     out = []
     for i, close in enumerate(closes):
-        t = end - timedelta(minutes=len(closes) - i)
+        t = end - timedelta(seconds=step * (len(closes) - i))
         c = Decimal(close)
         out.append(Candle.objects.create(venue=VENUE, symbol=symbol, timeframe=timeframe, open_time=t, open=c,
                                          high=c + 5, low=c - 5, close=c, volume=Decimal(10)))
