@@ -35,3 +35,19 @@ def test_embedded_postgres_and_redis_keep_data_across_restarts(tmp_path):
     finally:
         devstack.stop_postgres(profile)
         devstack.stop_redis(profile)
+
+
+def test_a_fresh_local_run_picks_a_lively_seed_once_and_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(devstack, "RUN", devstack.Profile("run", pg_port=1, redis_port=1, database="x",
+                                                          root=tmp_path))
+    seed = devstack._local_market_seed(fresh=True)
+    assert (tmp_path / "market.json").exists()
+    # later runs keep it, so the stored candles stay one series
+    assert devstack._local_market_seed(fresh=True) == seed
+    assert devstack._local_market_seed(fresh=False) == seed
+
+
+def test_data_from_before_the_lively_seed_keeps_the_old_default_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(devstack, "RUN", devstack.Profile("run", pg_port=1, redis_port=1, database="x",
+                                                          root=tmp_path))
+    assert devstack._local_market_seed(fresh=False) == "42"
