@@ -25,8 +25,9 @@ from syncer.sources.synthetic import SyntheticMarket
 
 MINUTE_MS = 60_000
 MONITOR_EVERY_MS = 20_000          # the stop monitor's period (alphasniper_project/celery.py)
-# The processes need this long to start before the first tick can run.
-STARTUP_MS = 45_000
+# The processes need this long to start before the first tick can run (about 10 s measured;
+# the rest is margin).
+STARTUP_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,17 @@ def seed_trial(*, seed: int, now_ms: int, universe: tuple[str, ...], params: BLi
 
 
 def lively_seed(*, now_ms: int, universe: tuple[str, ...], params: BLiteParams | None = None,
-                entry_ticks: int = 3, exit_within_ms: int = 9 * MINUTE_MS, first_seed: int = 1,
+                entry_ticks: int = 2, exit_within_ms: int = 7 * MINUTE_MS, first_seed: int = 1,
                 tries: int = 400) -> LivelySeed | None:
     """The first seed from ``first_seed`` on whose market enters within ``entry_ticks`` ticks of
-    start-up and exits within ``exit_within_ms`` of that entry; None if none of ``tries`` does."""
+    start-up and exits within ``exit_within_ms`` of that entry (the stop monitor's 20-s phase and
+    the fill price differ a little from this model: the margins are for that). If none of ``tries``
+    does, the same search with a tick and two minutes more; None if that fails too."""
     params = params or BLiteParams()
-    for seed in range(first_seed, first_seed + tries):
-        found = seed_trial(seed=seed, now_ms=now_ms, universe=universe, params=params, entry_ticks=entry_ticks,
-                           exit_within_ms=exit_within_ms)
-        if found is not None:
-            return found
+    for ticks, within in ((entry_ticks, exit_within_ms), (entry_ticks + 1, exit_within_ms + 2 * MINUTE_MS)):
+        for seed in range(first_seed, first_seed + tries):
+            found = seed_trial(seed=seed, now_ms=now_ms, universe=universe, params=params, entry_ticks=ticks,
+                               exit_within_ms=within)
+            if found is not None:
+                return found
     return None
