@@ -45,7 +45,9 @@ def equity_figure(curve: dict[str, Any]) -> go.Figure:
     fig = go.Figure(go.Scatter(x=[_hk(datetime.fromisoformat(p["t"])) for p in points],
                                y=[float(p["equity"]) for p in points], mode="lines", name="equity",
                                line={"color": BLUE, "width": 2}, hovertemplate="%{x} HKT<br>%{y:,.2f}<extra></extra>"))
-    return _layout(fig, title="Equity (last 24 h)", height=260, y_title=curve.get("quote") or "quote")
+    fig = _layout(fig, title="Equity (last 24 h)", height=260, y_title=curve.get("quote") or "quote")
+    fig.update_yaxes(tickformat=",.2f")
+    return fig
 
 
 def symbol_figure(chart: dict[str, Any]) -> go.Figure:

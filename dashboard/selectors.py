@@ -24,6 +24,7 @@ from trading.config_schema import ConfigValidationError, config_get
 from trading.services.equity import plain
 
 CHART_CANDLES = 120
+LEVEL_RUNWAY = 6
 TIMELINE_LIMIT = 200
 # Decisions that are news on the timeline; a skip or a hold happens for every symbol at every tick.
 TIMELINE_DECISIONS = ("enter", "blocked", "exit")
@@ -90,12 +91,15 @@ def symbol_chart(*, symbol: str, timeframe: str) -> dict[str, Any]:
             at = p.closed_at or p.exit_triggered_at or p.updated_at
             markers.append(Marker("exit", at, exit_price,
                                   f"exit #{p.pk} @ {plain(exit_price)} ({p.exit_reason or 'sold'})"))
-        end = p.closed_at or max(last_close, now_utc())
+        # An open position's levels reach a few candles past the last one, so they read as lines.
+        end = p.closed_at or max(last_close, now_utc()) + LEVEL_RUNWAY * step
         start = max(p.opened_at, first)
         if view.stop_price is not None:
             levels.append({"kind": "stop", "start": start, "end": end, "price": view.stop_price,
                            "label": f"stop #{p.pk} {plain(view.stop_price)}"})
-            markers.append(Marker("stop", end, view.stop_price, f"stop #{p.pk} @ {plain(view.stop_price)}"))
+            # where the stop is now (open) or was when the position closed
+            at = p.closed_at or min(max(last_close, p.opened_at), now_utc())
+            markers.append(Marker("stop", at, view.stop_price, f"stop #{p.pk} @ {plain(view.stop_price)}"))
         if view.take_profit_price is not None and p.status != StrategyPosition.Status.CLOSED:
             levels.append({"kind": "take_profit", "start": start, "end": end, "price": view.take_profit_price,
                            "label": f"take-profit #{p.pk} {plain(view.take_profit_price)}"})
@@ -178,10 +182,19 @@ def timeline_today(*, limit: int = TIMELINE_LIMIT) -> list[dict[str, Any]]:
     return items[:limit]
 
 
+def _tidy(value: Any) -> str:
+    """A stored decimal without its 18 trailing zeros."""
+    try:
+        return plain(Decimal(str(value)))
+    except ArithmeticError:
+        return str(value)
+
+
 def _event_detail(payload: dict | None, client_order_id: str) -> str:
     payload = payload or {}
-    if "price" in payload and "quantity" in payload:
-        return f"{payload['quantity']} @ {payload['price']} ({client_order_id})"
+    if payload.get("quantity") not in (None, ""):
+        price = f" @ {_tidy(payload['price'])}" if payload.get("price") not in (None, "") else ""
+        return f"{_tidy(payload['quantity'])}{price} ({client_order_id})"
     if payload.get("detail") or payload.get("error"):
         return f"{payload.get('detail') or payload.get('error')} ({client_order_id})"
     return client_order_id

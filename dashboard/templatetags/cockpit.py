@@ -89,3 +89,14 @@ def age(seconds) -> str:
 @register.filter
 def get(mapping, key):
     return (mapping or {}).get(key)
+
+
+@register.filter
+def num(value) -> str:
+    """A float from a decision's inputs, to 8 significant digits, without trailing zeros."""
+    if value is None or value == "":
+        return "-"
+    try:
+        return f"{float(value):,.8g}" if abs(float(value)) < 1e8 else f"{float(value):,.0f}"
+    except (TypeError, ValueError):
+        return str(value)
