@@ -23,7 +23,7 @@ from trading import selectors as trading_selectors
 from trading.config_schema import ConfigValidationError, config_get
 from trading.services.equity import plain
 
-CHART_CANDLES = 120
+CHART_CANDLES = 72         # 1m: the last 72 minutes; 15m: the last 18 hours
 LEVEL_RUNWAY = 6
 TIMELINE_LIMIT = 200
 # Decisions that are news on the timeline; a skip or a hold happens for every symbol at every tick.
