@@ -216,6 +216,24 @@ class DecisionsQuerySerializer(LimitQuerySerializer):
     reason_code = _filter(REASON_CODE_FILTER_PATTERN, "must be a reason code like NO_BREAKOUT", max_length=64)
 
 
+class PositionsQuerySerializer(LimitQuerySerializer):
+    status = serializers.ChoiceField(choices=["open", "closed", "all"], default="all",
+                                     help_text="open = still held (open or closing); closed; all.")
+    symbol = serializers.RegexField(SYMBOL_RE.pattern, required=False,
+                                    error_messages={"invalid": "must be a unified symbol like BTC/USDT"})
+
+
+class PnlQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=366, default=30,
+                                    help_text="How many Hong Kong days back to list (today included).")
+
+
+class EquityQuerySerializer(serializers.Serializer):
+    since = serializers.DateTimeField(required=False, help_text="ISO-8601; default: 24 hours ago.")
+    max_points = serializers.IntegerField(min_value=10, max_value=10000, default=2000,
+                                          help_text="Longer series are thinned to every n-th snapshot.")
+
+
 class AuditQuerySerializer(LimitQuerySerializer):
     action = _filter(ACTION_PATTERN, "must be an action like trading.halt or config.update", max_length=50)
     actor = _filter(ACTOR_PATTERN, "must be a name of 1-100 characters without control characters",
@@ -292,6 +310,14 @@ class StatusSerializer(serializers.Serializer):
                                        help_text="Seconds since each process last beat; null = never.")
     heartbeat_error = serializers.CharField(allow_null=True)
     last_decision = LastDecisionSerializer(allow_null=True)
+    equity = serializers.CharField(allow_null=True, help_text="Latest equity snapshot, in the quote asset.")
+    equity_at = serializers.CharField(allow_null=True, help_text="When it was taken (ISO-8601 UTC).")
+    quote = serializers.CharField(allow_null=True)
+    pnl_today = serializers.CharField(allow_null=True, help_text="Equity now minus equity at the Hong Kong day's "
+                                                                 "start (what the daily loss limit uses).")
+    open_positions = serializers.IntegerField()
+    open_exposure = serializers.CharField(help_text="Held quantity of open positions at the last price.")
+    unrealised_pnl = serializers.CharField()
 
 
 class ConfigKeySerializer(serializers.Serializer):
@@ -359,6 +385,99 @@ class AuditLogSerializer(serializers.ModelSerializer):
         fields = ["id", "created_at", "actor", "source", "action", "reason_code", "reason", "before", "after",
                   "trace_id"]
         read_only_fields = fields
+
+
+Money = {"allow_null": True, "help_text": "Decimal as an exact string, in the quote asset"}
+
+
+class PositionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    symbol = serializers.CharField()
+    status = serializers.ChoiceField(choices=["open", "closing", "closed"])
+    quantity = serializers.CharField(help_text="Held now (open) or bought (closed), base units.")
+    entry_quantity = serializers.CharField()
+    exited_quantity = serializers.CharField()
+    entry_price = serializers.CharField()
+    entry_cost = serializers.CharField(**Money)
+    last_price = serializers.CharField(**Money)
+    exposure = serializers.CharField(**Money)
+    unrealised_pnl = serializers.CharField(**Money)
+    realised_pnl = serializers.CharField(**Money)
+    fees = serializers.CharField(**Money)
+    fee_unvalued = serializers.DictField(child=serializers.CharField(),
+                                         help_text="Fees in a third asset not valued yet: asset -> amount.")
+    stop_price = serializers.CharField(**Money)
+    take_profit_price = serializers.CharField(**Money)
+    stop_distance_pct = serializers.CharField(allow_null=True, help_text="(last - stop) / last, in %.")
+    take_profit_distance_pct = serializers.CharField(allow_null=True, help_text="(target - last) / last, in %.")
+    opened_at = serializers.CharField()
+    closed_at = serializers.CharField(allow_null=True)
+    age_seconds = serializers.IntegerField(help_text="Since it opened (until it closed).")
+    exit_reason = serializers.CharField(allow_null=True)
+    entry_client_order_id = serializers.CharField()
+    trace_id = serializers.CharField()
+
+
+class TradeStatsSerializer(serializers.Serializer):
+    realised_pnl = serializers.CharField(**Money)
+    fees = serializers.CharField(**Money)
+    fee_unvalued = serializers.DictField(child=serializers.CharField())
+    trades = serializers.IntegerField(help_text="Closed positions.")
+    wins = serializers.IntegerField()
+    losses = serializers.IntegerField()
+    win_rate = serializers.CharField(allow_null=True, help_text="Winning trades in %.")
+    profit_factor = serializers.CharField(allow_null=True, help_text="Gross profit / gross loss; null without "
+                                                                     "a losing trade.")
+    max_drawdown = serializers.CharField(**Money)
+    max_drawdown_pct = serializers.CharField(allow_null=True, help_text="Of the running equity peak, in %.")
+
+
+class PnlTodaySerializer(TradeStatsSerializer):
+    day = serializers.DateField(help_text="The Hong Kong calendar day.")
+    day_start = serializers.CharField()
+    pnl = serializers.CharField(**Money)
+    pnl_pct = serializers.CharField(allow_null=True)
+    equity_start = serializers.CharField(**Money)
+    equity_now = serializers.CharField(**Money)
+    equity_at = serializers.CharField()
+    unrealised_pnl = serializers.CharField(**Money)
+
+
+class PnlDaySerializer(TradeStatsSerializer):
+    day = serializers.DateField()
+    day_start = serializers.CharField()
+    pnl = serializers.CharField(**Money)
+    equity_start = serializers.CharField(**Money)
+    equity_end = serializers.CharField(**Money)
+
+
+class PnlTotalSerializer(TradeStatsSerializer):
+    since = serializers.CharField(allow_null=True)
+    pnl = serializers.CharField(**Money)
+    equity_start = serializers.CharField(**Money)
+    equity_now = serializers.CharField(**Money)
+    unrealised_pnl = serializers.CharField(**Money)
+
+
+class PnlSerializer(serializers.Serializer):
+    venue = serializers.CharField()
+    quote = serializers.CharField(allow_null=True)
+    today = PnlTodaySerializer(allow_null=True)
+    days = PnlDaySerializer(many=True)
+    total = PnlTotalSerializer()
+
+
+class EquityPointSerializer(serializers.Serializer):
+    t = serializers.CharField(help_text="ISO-8601 UTC")
+    equity = serializers.CharField()
+    free_quote = serializers.CharField()
+
+
+class EquitySerializer(serializers.Serializer):
+    venue = serializers.CharField()
+    quote = serializers.CharField(allow_null=True)
+    since = serializers.CharField()
+    points = EquityPointSerializer(many=True)
 
 
 class ErrorSerializer(serializers.Serializer):

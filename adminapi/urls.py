@@ -19,4 +19,7 @@ urlpatterns = [
     path("orders/<str:client_order_id>/events", views.OrderEventsView.as_view(), name="admin-order-events"),
     path("decisions", views.DecisionsView.as_view(), name="admin-decisions"),
     path("audit", views.AuditView.as_view(), name="admin-audit"),
+    path("positions", views.PositionsView.as_view(), name="admin-positions"),
+    path("pnl", views.PnlView.as_view(), name="admin-pnl"),
+    path("equity", views.EquityView.as_view(), name="admin-equity"),
 ]

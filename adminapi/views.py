@@ -8,6 +8,7 @@ Writes: ``trading.services.control`` (halt, resume, config) and ``trading.servic
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from kombu import exceptions as kombu_exceptions
@@ -15,9 +16,10 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from adminapi import selectors as overview
+from adminapi import selectors as cockpit
 from adminapi import serializers as s
 from adminapi.errors import UniverseNotTradableError, VenueUnavailableError
+from infra.clock import now_utc
 from infra.logging import new_trace_id
 from strategy import selectors as strategy_selectors
 from trading import client_ids, selectors
@@ -201,16 +203,17 @@ class EmergencyExitReportView(OperatorView):
 
 class StatusView(OperatorView):
     @extend_schema(responses={200: s.StatusSerializer, 401: ERRORS[401], 403: ERRORS[403]},
-                   summary="Halt state, config version, venue, order counts, heartbeats, last decision")
+                   summary="Halt state, config version, venue, order counts, heartbeats, last decision, equity, "
+                           "today's PnL and open exposure")
     def get(self, request):
-        return Response(s.StatusSerializer(overview.system_status()).data)
+        return Response(s.StatusSerializer(cockpit.operator_status()).data)
 
 
 class ConfigView(OperatorView):
     @extend_schema(responses={200: s.ConfigResponseSerializer, 401: ERRORS[401], 403: ERRORS[403]},
                    summary="Every config key: value, default, type, range, version")
     def get(self, request):
-        config = overview.config_overview()
+        config = cockpit.config_overview()
         config["halt"] = selectors.is_halted().as_json()
         return Response(s.ConfigResponseSerializer(config).data)
 
@@ -260,3 +263,30 @@ class AuditView(OperatorView):
         query = _validated_query(request, s.AuditQuerySerializer)
         return Response(s.AuditLogSerializer(selectors.audit_list(**query), many=True).data)
 
+
+
+class PositionsView(OperatorView):
+    @extend_schema(parameters=[s.PositionsQuerySerializer], responses={200: s.PositionSerializer(many=True), **ERRORS},
+                   summary="Positions (open and closed), newest first: PnL, fees, stop and take-profit distance, age")
+    def get(self, request):
+        query = _validated_query(request, s.PositionsQuerySerializer)
+        rows = cockpit.positions_overview(state=query["status"], symbol=query.get("symbol"), limit=query["limit"])
+        return Response(s.PositionSerializer(rows, many=True).data)
+
+
+class PnlView(OperatorView):
+    @extend_schema(parameters=[s.PnlQuerySerializer], responses={200: s.PnlSerializer, **ERRORS},
+                   summary="PnL today (Hong Kong day), per HK day and in total: realised, unrealised, fees, trades, "
+                           "win rate, profit factor, max drawdown")
+    def get(self, request):
+        query = _validated_query(request, s.PnlQuerySerializer)
+        return Response(s.PnlSerializer(cockpit.pnl_overview(days=query["days"])).data)
+
+
+class EquityView(OperatorView):
+    @extend_schema(parameters=[s.EquityQuerySerializer], responses={200: s.EquitySerializer, **ERRORS},
+                   summary="The equity curve: snapshots since `since` (default 24 h), oldest first")
+    def get(self, request):
+        query = _validated_query(request, s.EquityQuerySerializer)
+        since = query.get("since") or now_utc() - timedelta(hours=24)
+        return Response(s.EquitySerializer(cockpit.equity_points(since=since, max_points=query["max_points"])).data)

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "syncer",
     "strategy",
     "adminapi",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -89,6 +90,15 @@ USE_I18N = False
 STATIC_URL = "/static/"
 # Serve static files straight from the installed apps: no collectstatic step to forget.
 WHITENOISE_USE_FINDERS = True
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "dashboard.staticfiles.PlotlyJsFinder",       # plotly.min.js from the plotly package
+]
+
+# The operator dashboard (/dashboard/): Django's own login, staff users only.
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:index"
 
 # --- Venue: only the one named by EXCHANGE is configured -------------------------------
 VENUE = CONFIG.venue

@@ -306,7 +306,40 @@ def processes(env: dict[str, str]) -> dict[str, list[str]]:
     }
 
 
+def _local_market_seed(*, fresh: bool) -> str:
+    """The synthetic market's seed for the local run, chosen once and kept in .data/run/market.json.
+
+    A fresh run picks a seed whose next quarter hour holds an entry and its exit under the
+    unchanged B-lite rules (``strategy.local_market``), so a newcomer sees a whole trade within
+    minutes. Data from before this file existed was made with the old default seed, 42: keep it,
+    so the stored candles stay one series."""
+    path = RUN.data / "market.json"
+    if path.exists():
+        return str(json.loads(path.read_text())["MARKET_DATA_SEED"])
+    seed, note = 42, "kept the seed of the existing data"
+    if fresh:
+        from infra.clock import ms_to_datetime, now_ms, to_hk
+        from strategy.local_market import lively_seed
+        from trading.config_schema import SCHEMA
+
+        now = now_ms()
+        found = lively_seed(now_ms=now, universe=tuple(SCHEMA["universe"].default))
+        if found is not None:
+            seed = found.seed
+
+            def hkt(ms: int) -> str:
+                return to_hk(ms_to_datetime(ms)).strftime("%H:%M:%S HKT")
+
+            note = (f"first entry expected on {found.symbol} at the {hkt(found.entry_tick_ms)} tick, its exit "
+                    f"({found.exit_reason}) around {hkt(found.exit_ms)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"MARKET_DATA_SEED": seed}, indent=2))
+    say(f"synthetic market seed {seed}: {note}")
+    return str(seed)
+
+
 def cmd_run() -> None:
+    fresh = not (RUN.data / "postgres" / "PG_VERSION").exists() and not os.environ.get("DATABASE_URL")
     service_env, stops = ensure_services(RUN)
     env = {**os.environ, **service_env}
     pg_version, redis_version = _versions(env)
@@ -334,10 +367,13 @@ def cmd_run() -> None:
         say("first run: generated local credentials (kept in .data/run/secrets.json, shown only now)")
         say(f"  ADMIN_TOKEN            {local['ADMIN_TOKEN']}")
         say(f"  Django admin / Flower  user admin, password {local['ADMIN_PASSWORD']}")
+    if env["MARKET_DATA_SOURCE"] == "synthetic" and "MARKET_DATA_SEED" not in os.environ:
+        env["MARKET_DATA_SEED"] = _local_market_seed(fresh=fresh)
     env.setdefault("API_PORT", "9001")
     env.setdefault("FLOWER_PORT", "5555")
     urls = served_urls(env)
-    say(f"api {urls['api']}/health  {urls['api']}/metrics  {urls['api']}/admin/schema  {urls['api']}/django-admin/")
+    say(f"dashboard {urls['api']}/dashboard/  api {urls['api']}/health  {urls['api']}/metrics  "
+        f"{urls['api']}/admin/schema  {urls['api']}/django-admin/")
     say(f"Flower {urls['flower']}/")
     say(f"tbot in this checkout uses this stack (its environment is in {write_local_env(env)})")
     say("Ctrl-C stops everything; data is kept for the next run")

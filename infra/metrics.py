@@ -64,7 +64,32 @@ class AlphaSniperCollector:
                 beats.add_metric([process], -1 if age is None else age)
         except Exception:  # Redis down: /health says so; the DB-backed metrics above still count
             beats.add_metric(["redis-unavailable"], -1)
-        yield from (up, orders, events, fixes, decisions, halted, beats)
+        yield from (up, orders, events, fixes, decisions, halted, beats, *_account_gauges())
+
+
+def _account_gauges() -> list[GaugeMetricFamily]:
+    """How the account is doing, computed at scrape time from the same read model as
+    ``/admin/status`` - one definition of equity, the day's PnL and exposure. (infra imports the
+    operator surface here, a higher layer, so that no second definition can drift from it.)"""
+    equity = GaugeMetricFamily("alphasniper_equity", "Account equity in the quote asset (latest equity snapshot)")
+    pnl = GaugeMetricFamily("alphasniper_pnl_today",
+                            "Equity now minus equity at the start of the Hong Kong day, in the quote asset")
+    positions = GaugeMetricFamily("alphasniper_open_positions", "Strategy positions still held (open or closing)")
+    exposure = GaugeMetricFamily("alphasniper_open_exposure",
+                                 "Held quantity of open positions at the last price, in the quote asset")
+    try:
+        from adminapi.selectors import cockpit_figures
+
+        figures = cockpit_figures()
+    except Exception:   # PostgreSQL down: alphasniper_up says so; no stale numbers
+        return []
+    if figures["equity"] is not None:
+        equity.add_metric([], float(figures["equity"]))
+    if figures["pnl_today"] is not None:
+        pnl.add_metric([], float(figures["pnl_today"]))
+    positions.add_metric([], figures["open_positions"])
+    exposure.add_metric([], float(figures["open_exposure"]))
+    return [equity, pnl, positions, exposure]
 
 
 def _json(value):

@@ -81,3 +81,60 @@ def latest_decisions_per_symbol(*, symbols: list[str] | None = None) -> dict[str
         qs = qs.filter(symbol__in=symbols)
     latest_ids = qs.values("symbol").annotate(last_id=Max("id")).values_list("last_id", flat=True)
     return {d.symbol: d for d in StrategyDecision.objects.filter(id__in=list(latest_ids))}
+
+
+# --- the operator's view of positions (read model of the cockpit) ---------------------------
+
+def positions_list(*, venue: str, state: str = "all", symbol: str | None = None,
+                   limit: int = 100) -> list[StrategyPosition]:
+    """Positions newest first: ``open`` (open and closing: still held), ``closed``, or ``all``."""
+    qs = StrategyPosition.objects.filter(venue=venue).select_related("entry_order")
+    if state == "open":
+        qs = qs.filter(status__in=[P.OPEN, P.CLOSING])
+    elif state == "closed":
+        qs = qs.filter(status=P.CLOSED)
+    if symbol:
+        qs = qs.filter(symbol=symbol)
+    return list(qs.order_by("-opened_at", "-id")[:limit])
+
+
+def positions_closed_between(*, venue: str, start: datetime | None = None,
+                             end: datetime | None = None) -> QuerySet[StrategyPosition]:
+    qs = StrategyPosition.objects.filter(venue=venue, status=P.CLOSED)
+    if start is not None:
+        qs = qs.filter(closed_at__gte=start)
+    if end is not None:
+        qs = qs.filter(closed_at__lt=end)
+    return qs.order_by("closed_at", "id")
+
+
+def position_exit_orders(*, positions: list[StrategyPosition]) -> dict[int, list[Order]]:
+    """Each position's own exit orders (client ids ``P<id>`` / ``exit<n>``), oldest first."""
+    by_tick = {f"P{p.pk}": p.pk for p in positions}
+    out: dict[int, list[Order]] = {p.pk: [] for p in positions}
+    if not by_tick:
+        return out
+    for order in Order.objects.filter(tick_id__in=list(by_tick), side=Order.Side.SELL).order_by("id"):
+        out[by_tick[order.tick_id]].append(order)
+    return out
+
+
+def latest_decisions(*, strategy: str, symbols: list[str]) -> dict[str, StrategyDecision]:
+    """The newest decision row of each symbol (what the last tick saw and why it did what it did)."""
+    out: dict[str, StrategyDecision] = {}
+    for symbol in symbols:
+        row = (StrategyDecision.objects.filter(strategy=strategy, symbol=symbol)
+               .order_by("-created_at", "-id").first())
+        if row is not None:
+            out[symbol] = row
+    return out
+
+
+def decisions_since(*, since: datetime, limit: int = 500) -> QuerySet[StrategyDecision]:
+    """Decisions at or after ``since``, newest first."""
+    return StrategyDecision.objects.filter(created_at__gte=since).order_by("-created_at", "-id")[:limit]
+
+
+def first_position_opened_at(*, venue: str) -> datetime | None:
+    return (StrategyPosition.objects.filter(venue=venue).order_by("opened_at", "id")
+            .values_list("opened_at", flat=True).first())

@@ -22,8 +22,8 @@ from syncer.models import BalanceSnapshot, Candle, Ticker
 from trading.exchanges.base import Candle as VenueCandle
 
 __all__ = [
-    "VenueHealth", "candles_window", "latest_balances", "latest_prices", "newest_open_ms",
-    "stored_open_times", "sync_status", "tick_synced", "venue_health",
+    "VenueHealth", "candles_recent", "candles_window", "latest_balances", "latest_prices",
+    "newest_open_ms", "stored_open_times", "sync_status", "tick_synced", "venue_health",
 ]
 
 
@@ -56,6 +56,12 @@ def candles_window(*, venue: str, symbol: str, timeframe: str, last_open_ms: int
                                   open_time__lte=ms_to_datetime(last_open_ms))
             .order_by("-open_time").values_list("open_time", "open", "high", "low", "close", "volume")[:count])
     return [VenueCandle(datetime_to_ms(t), o, h, lo, c, v) for t, o, h, lo, c, v in reversed(rows)]
+
+
+def candles_recent(*, venue: str, symbol: str, timeframe: str, count: int) -> list[Candle]:
+    """The newest ``count`` stored candles of one market, oldest first (for charts)."""
+    rows = Candle.objects.filter(venue=venue, symbol=symbol, timeframe=timeframe).order_by("-open_time")[:count]
+    return list(reversed(rows))
 
 
 def newest_open_ms(*, venue: str, symbol: str, timeframe: str, at_or_before_ms: int | None = None) -> int | None:

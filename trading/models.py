@@ -40,6 +40,7 @@ class AuditLog(models.Model):
         API = "api"
         CLI = "cli"
         DJANGO_ADMIN = "django-admin"
+        DASHBOARD = "dashboard"
         TELEGRAM = "telegram"
         SYSTEM = "system"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
@@ -179,3 +180,85 @@ def send_may_be_in_flight(order: Order, *, stale: timedelta = STALE_SUBMITTED) -
         return False
     age = seconds_since(order.pk, "SUBMITTING")       # lifecycle.EventType.SUBMITTING: the claim
     return age is None or age < stale.total_seconds()
+# --- equity (the curve the data-syncer appends every ~30 s) ---------------------------------
+
+def equity_latest(*, venue: str) -> EquitySnapshot | None:
+    return EquitySnapshot.objects.filter(venue=venue).order_by("-taken_at", "-id").first()
+
+
+def equity_last_at_or_before(*, venue: str, moment: datetime) -> EquitySnapshot | None:
+    return EquitySnapshot.objects.filter(venue=venue, taken_at__lte=moment).order_by("-taken_at", "-id").first()
+
+
+def equity_series(*, venue: str, since: datetime, until: datetime | None = None,
+                  max_points: int = 2000) -> list[tuple[datetime, Any, Any]]:
+    """``(taken_at, equity, free_quote)`` oldest first. More than ``max_points`` snapshots are
+    thinned to every n-th (the newest is always kept): a month is ~86,000 rows, a chart needs
+    a few thousand."""
+    qs = EquitySnapshot.objects.filter(venue=venue, taken_at__gte=since)
+    if until is not None:
+        qs = qs.filter(taken_at__lte=until)
+    total = qs.count()
+    if total <= max_points:
+        return list(qs.order_by("taken_at", "id").values_list("taken_at", "equity", "free_quote"))
+    step = -(-total // max_points)
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT taken_at, equity, free_quote FROM ("
+            "  SELECT taken_at, equity, free_quote, id, row_number() OVER (ORDER BY taken_at DESC, id DESC) - 1 AS n"
+            "  FROM equity_snapshots WHERE venue = %s AND taken_at >= %s"
+            "    AND (%s::timestamptz IS NULL OR taken_at <= %s)"
+            ") t WHERE n %% %s = 0 ORDER BY taken_at, id",
+            [venue, since, until, until, step])
+        return list(cur.fetchall())
+
+
+def equity_max_drawdown(*, venue: str, start: datetime | None = None, end: datetime | None = None
+                        ) -> tuple[Any, Any] | None:
+    """The largest fall of equity from a running peak within [start, end): ``(amount, fraction
+    of that peak)``, or None without snapshots. The window opens with the equity it started
+    with (the last snapshot at or before ``start``), so a fall right after midnight counts.
+    Computed in PostgreSQL over every snapshot."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT dd, CASE WHEN peak > 0 THEN dd / peak END FROM ("
+            "  SELECT peak - equity AS dd, peak FROM ("
+            "    SELECT equity, max(equity) OVER (ORDER BY taken_at, id) AS peak FROM equity_snapshots"
+            "    WHERE venue = %s AND (%s::timestamptz IS NULL OR taken_at >= COALESCE("
+            "      (SELECT max(taken_at) FROM equity_snapshots WHERE venue = %s AND taken_at <= %s), %s))"
+            "      AND (%s::timestamptz IS NULL OR taken_at < %s)) s"
+            ") d ORDER BY dd DESC LIMIT 1",
+            [venue, start, venue, start, start, end, end])
+        row = cur.fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def equity_first_taken_at(*, venue: str) -> datetime | None:
+    return (EquitySnapshot.objects.filter(venue=venue).order_by("taken_at", "id")
+            .values_list("taken_at", flat=True).first())
+
+
+# --- what happened in a time window (the cockpit's timeline) ---------------------------------
+
+def order_events_between(*, start: datetime, end: datetime | None = None, limit: int | None = None
+                         ) -> QuerySet[OrderEvent]:
+    qs = OrderEvent.objects.filter(created_at__gte=start).select_related("order")
+    if end is not None:
+        qs = qs.filter(created_at__lt=end)
+    return qs.order_by("-created_at", "-id")[: clamp_limit(limit)]
+
+
+def audit_between(*, start: datetime, end: datetime | None = None, limit: int | None = None) -> QuerySet[AuditLog]:
+    qs = AuditLog.objects.filter(created_at__gte=start)
+    if end is not None:
+        qs = qs.filter(created_at__lt=end)
+    return qs.order_by("-created_at", "-id")[: clamp_limit(limit)]
+
+
+def orders_of_symbol_between(*, venue: str, symbol: str, start: datetime, end: datetime | None = None
+                             ) -> QuerySet[Order]:
+    """Orders of one symbol that filled something, created in the window (chart markers)."""
+    qs = Order.objects.filter(venue=venue, symbol=symbol, created_at__gte=start, filled_quantity__gt=0)
+    if end is not None:
+        qs = qs.filter(created_at__lt=end)
+    return qs.order_by("created_at", "id")

@@ -44,3 +44,19 @@ def test_make_run_announces_the_ports_its_processes_really_bind():
     assert urls == {"api": "http://127.0.0.1:9123", "flower": "http://127.0.0.1:5999"}
     assert argv["api"][argv["api"].index("--bind") + 1] == "127.0.0.1:9123"
     assert "--port=5999" in argv["flower"]
+
+
+def test_a_fresh_local_run_picks_a_lively_seed_once_and_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(devstack, "RUN", devstack.Profile("run", pg_port=1, redis_port=1, database="x",
+                                                          root=tmp_path))
+    seed = devstack._local_market_seed(fresh=True)
+    assert (tmp_path / "market.json").exists()
+    # later runs keep it, so the stored candles stay one series
+    assert devstack._local_market_seed(fresh=True) == seed
+    assert devstack._local_market_seed(fresh=False) == seed
+
+
+def test_data_from_before_the_lively_seed_keeps_the_old_default_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(devstack, "RUN", devstack.Profile("run", pg_port=1, redis_port=1, database="x",
+                                                          root=tmp_path))
+    assert devstack._local_market_seed(fresh=False) == "42"

@@ -6,6 +6,8 @@
     tbot diagnose                    why was no order placed? findings {code, severity, detail, fix}
     tbot config get [KEY ...]        the same content as GET /admin/config
     tbot config set KEY=VALUE ... --reason-code C --reason R [--by WHO]
+    tbot positions [--status open|closed|all]   positions with PnL, stop and target (GET /admin/positions)
+    tbot pnl [--days N]              today (HK day), per HK day and total (GET /admin/pnl)
     tbot halt --reason-code C --reason R [--by WHO]
     tbot resume --reason-code C --reason R [--by WHO]
     tbot emergency-exit --confirm EMERGENCY_EXIT --reason-code C --reason R [--by WHO] [--flatten-all]
@@ -26,12 +28,13 @@ import getpass
 import json
 import os
 import re
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
 from adminapi import cli, diagnostics
-from adminapi.selectors import config_overview, system_status
+from adminapi.selectors import config_overview, operator_status, pnl_overview, positions_overview
 from infra.logging import trace_context
 from trading.config_schema import SCHEMA, ConfigValidationError, config_validate
 from trading.selectors import is_halted as selectors_is_halted
@@ -53,7 +56,8 @@ def default_actor() -> str:
 
 
 class Command(BaseCommand):
-    help = "Operator CLI: prepare | status | diagnose | config | halt | resume | emergency-exit (see --help of each)."
+    help = ("Operator CLI: prepare | status | diagnose | positions | pnl | config | halt | resume | emergency-exit "
+            "(see --help of each).")
     requires_system_checks: list[str] = []   # `prepare` is the check; tbot must work on a broken deployment
     standalone = False                         # True when run as the `tbot` console script
 
@@ -115,7 +119,7 @@ class Command(BaseCommand):
         return EXIT_PROBLEMS if problems else EXIT_OK
 
     def cmd_status(self, options, trace_id: str) -> int:
-        st = system_status()
+        st = operator_status()
         halt = st["halt"]
         hb = ", ".join(f"{p} {'never' if a is None else f'{a:.0f}s'}" for p, a in st["heartbeats"].items())
         last = st["last_decision"]
@@ -131,6 +135,9 @@ class Command(BaseCommand):
             f"unresolved orders: {st['unresolved_orders']}",
             f"heartbeats:        {hb}" + (f" (Redis error: {st['heartbeat_error']})" if st["heartbeat_error"] else ""),
             f"last decision:     {last_text}",
+            f"equity:            {_cell(st['equity'], 2)} {st['quote'] or ''}; "
+            f"today's PnL {_cell(st['pnl_today'], 2)}; {st['open_positions']} open position(s), "
+            f"exposure {_cell(st['open_exposure'], 2)}",
         ]
         self._emit(st, "\n".join(lines))
         return EXIT_OK
@@ -200,6 +207,41 @@ class Command(BaseCommand):
         if result.unchanged:
             lines.append(f"  unchanged (already so): {', '.join(result.unchanged)}")
         self._emit(payload, "\n".join(lines))
+
+    def cmd_positions(self, options, trace_id: str) -> int:
+        rows = positions_overview(state=options["status"], limit=max(1, min(options["limit"], 1000)))
+        lines = [f"{'#':>4} {'symbol':<10} {'status':<8} {'quantity':>14} {'entry':>12} {'last':>12} "
+                 f"{'unrealised':>11} {'realised':>10} {'fees':>8} {'stop':>12} {'to stop':>8} {'target':>12} "
+                 f"{'to target':>9}  age"]
+        for r in rows:
+            lines.append(f"{r['id']:>4} {r['symbol']:<10} {r['status']:<8} {r['quantity']:>14} {r['entry_price']:>12} "
+                         f"{_cell(r['last_price']):>12} {_cell(r['unrealised_pnl'], 2):>11} "
+                         f"{_cell(r['realised_pnl'], 2):>10} {_cell(r['fees'], 2):>8} {_cell(r['stop_price']):>12} "
+                         f"{_cell(r['stop_distance_pct'], suffix='%'):>8} {_cell(r['take_profit_price']):>12} "
+                         f"{_cell(r['take_profit_distance_pct'], suffix='%'):>9}  {_age(r['age_seconds'])}"
+                         + (f"  unvalued fees: {r['fee_unvalued']}" if r["fee_unvalued"] else ""))
+        self._emit({"ok": True, "positions": rows}, "\n".join(lines) if rows else f"no {options['status']} positions")
+        return EXIT_OK
+
+    def cmd_pnl(self, options, trace_id: str) -> int:
+        body = pnl_overview(days=max(1, min(options["days"], 366)))
+        quote = body["quote"] or ""
+
+        def line(label: str, d: dict) -> str:
+            return (f"{label:<12} pnl {_cell(d['pnl'], 2):>10} {quote}  realised {_cell(d['realised_pnl'], 2):>9}  "
+                    f"fees {_cell(d['fees'], 2):>7}  trades {d['trades']:>3}  "
+                    f"win rate {_cell(d['win_rate'], suffix='%'):>7}  profit factor {_cell(d['profit_factor']):>5}  "
+                    f"max drawdown {_cell(d['max_drawdown'], 2):>8}")
+
+        lines = []
+        if body["today"]:
+            t = body["today"]
+            lines.append(line(f"today {t['day']}"[:12], t) + f"  unrealised {_cell(t['unrealised_pnl'], 2)}")
+        else:
+            lines.append("today: no equity recorded yet (the data-syncer records it every 30 s)")
+        lines += [line(d["day"], d) for d in body["days"]]
+        lines.append(line("total", body["total"]) + f"  unrealised {_cell(body['total']['unrealised_pnl'], 2)}")
+        self._emit({"ok": True, **body}, "\n".join(lines))
         return EXIT_OK
 
     def _halt_or_resume(self, service, options, trace_id: str) -> int:
@@ -292,6 +334,20 @@ def _parse_changes(items: list[str]) -> tuple[dict[str, Any], dict[str, list[str
         else:
             changes[key] = text   # validation names unknown keys and wrong values
     return changes, problems
+
+
+def _cell(value: str | None, places: int | None = None, suffix: str = "") -> str:
+    """A decimal string for a table cell: '-' when absent, rounded to ``places`` when given."""
+    if value is None:
+        return "-"
+    if places is not None:
+        value = f"{Decimal(value):.{places}f}"
+    return f"{value}{suffix}"
+
+
+def _age(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def _database_problem() -> str | None:
