@@ -128,7 +128,7 @@ def why_no_entry(*, symbols: list[str]) -> list[dict[str, Any]]:
     ``strategy.engines.blite``): how far the close is from the breakout level (the highest high
     of the lookback), the volume from its threshold (multiplier x its SMA), the close from the
     trend EMA - each needs to be above for an entry - and what blocked a signal, if anything."""
-    latest = strategy_selectors.latest_decisions(strategy=STRATEGY_NAME, symbols=symbols)
+    latest = strategy_selectors.latest_decisions_per_symbol(strategy=STRATEGY_NAME, symbols=symbols)
     rows = []
     for symbol in symbols:
         d = latest.get(symbol)

@@ -74,9 +74,13 @@ def last_decision() -> StrategyDecision | None:
     return StrategyDecision.objects.order_by("-created_at", "-id").first()
 
 
-def latest_decisions_per_symbol(*, symbols: list[str] | None = None) -> dict[str, StrategyDecision]:
-    """The most recent decision of each symbol (of ``symbols``, or of every symbol seen)."""
+def latest_decisions_per_symbol(*, symbols: list[str] | None = None,
+                                strategy: str | None = None) -> dict[str, StrategyDecision]:
+    """The most recent decision of each symbol (of ``symbols``, or of every symbol seen; of one
+    ``strategy``, or of any): what the last tick saw and why it did what it did."""
     qs = StrategyDecision.objects.all()
+    if strategy is not None:
+        qs = qs.filter(strategy=strategy)
     if symbols is not None:
         qs = qs.filter(symbol__in=symbols)
     latest_ids = qs.values("symbol").annotate(last_id=Max("id")).values_list("last_id", flat=True)
@@ -116,17 +120,6 @@ def position_exit_orders(*, positions: list[StrategyPosition]) -> dict[int, list
         return out
     for order in Order.objects.filter(tick_id__in=list(by_tick), side=Order.Side.SELL).order_by("id"):
         out[by_tick[order.tick_id]].append(order)
-    return out
-
-
-def latest_decisions(*, strategy: str, symbols: list[str]) -> dict[str, StrategyDecision]:
-    """The newest decision row of each symbol (what the last tick saw and why it did what it did)."""
-    out: dict[str, StrategyDecision] = {}
-    for symbol in symbols:
-        row = (StrategyDecision.objects.filter(strategy=strategy, symbol=symbol)
-               .order_by("-created_at", "-id").first())
-        if row is not None:
-            out[symbol] = row
     return out
 
 
