@@ -156,6 +156,7 @@ def test_an_entry_held_in_the_rate_limiter_while_a_halt_commits_is_not_sent(bina
 
     def create_after_a_halt(self, request):
         trading_halt(actor="ops", source="cli", reason_code="MANUAL_HALT", reason="during send", trace_id="h3")
+        time.sleep(0.1)                    # the send waits in the shared rate limiter meanwhile
         from trading.exchanges.base import last_look_veto
 
         last_look_veto(self.name)          # what every real gateway does after the limiter's wait

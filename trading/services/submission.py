@@ -23,6 +23,7 @@ re-sending with the same id, however long it takes.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -74,9 +75,17 @@ def _request(order: Order) -> OrderRequest:
                         stop_price=order.stop_price)
 
 
-def _entry_last_look(order_id: int) -> str | None:
+# The claim decided against the committed halt. A send that leaves within this long of its claim
+# acts on that decision; one that waited longer (in the shared rate limiter: up to 10 s) looks
+# again before it leaves.
+LAST_LOOK_AFTER_S = 0.05
+
+
+def _entry_last_look(order_id: int, claimed_at: float) -> str | None:
     """Run after the rate limiter's wait, just before an entry leaves: halted or expired since
     the claim means it must not go (ARCHITECTURE invariant 9)."""
+    if time.monotonic() - claimed_at < LAST_LOOK_AFTER_S:
+        return None
     with transaction.atomic():
         return lifecycle.entry_send_veto(Order.objects.get(pk=order_id))
 
@@ -92,7 +101,8 @@ def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attemp
         return Order.objects.get(pk=order_id)   # already sent, canceled, expired, or an entry held by a halt
     with trace_context(order.trace_id):
         crash_point("before_send")
-        check = (lambda: _entry_last_look(order_id)) if order.intent == Order.Intent.ENTRY else None
+        claimed_at = time.monotonic()
+        check = (lambda: _entry_last_look(order_id, claimed_at)) if order.intent == Order.Intent.ENTRY else None
         try:
             with last_look(check):
                 venue_order = gateway.create_order(_request(order))
