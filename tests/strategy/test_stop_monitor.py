@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 
-from infra.clock import ms_to_datetime, now_ms, tick_id_for
+from infra.clock import hk_day_start_utc, ms_to_datetime, now_ms, tick_id_for
 from infra.models import TelegramOutbox
 from strategy.engines import PositionStop, round_to_step
 from strategy.models import StrategyDecision, StrategyPosition
@@ -223,12 +223,9 @@ def test_daily_summary_is_sent_once_per_hk_day(opened):
     stop_monitor_run(gateway=gw)
     stop_monitor_run(gateway=gw)
     closed_at = StrategyPosition.objects.get().closed_at
-    # 08:00 HK on the next HK day (00:00 UTC): summarises the day the position closed on.
-    hk_next_morning = datetime.combine(closed_at.astimezone(UTC).date(), datetime.min.time(), UTC)
-    if hk_next_morning <= closed_at:
-        from datetime import timedelta
-
-        hk_next_morning += timedelta(days=1)
+    # 08:00 HK on the HK day after the one the position closed on (whatever the time of day the
+    # test runs: between 16:00 and 24:00 UTC the HK day is already the next calendar day).
+    hk_next_morning = hk_day_start_utc(closed_at) + timedelta(days=1, hours=8)
     summary = daily_summary_send(venue="paper", now=hk_next_morning)
     assert summary.sent and "Realised PnL" in summary.text and "1 closed position" in summary.text
     assert "STOP_LOSS 1" in summary.text and summary.trace_id in TelegramOutbox.objects.get(
