@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "strategy",
     "adminapi",
     "dashboard",
+    "backtest",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class BacktestConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "backtest"
+    verbose_name = "Backtests"
