@@ -55,6 +55,8 @@ class EventType:
     ENTRY_EXPIRED = "ENTRY_EXPIRED"      # pending -> expired: its candle period ended before it could be sent
     ENTRY_ABANDONED = "ENTRY_ABANDONED"  # submit_unknown -> expired: past its period the venue never showed it
     FEE_VALUED = "FEE_VALUED"            # a fee paid in a third asset, valued in quote at the fill's time
+    STOP_MOVE_REQUESTED = "STOP_MOVE_REQUESTED"  # a resting stop's trigger is being amended on the venue
+    STOP_MOVED = "STOP_MOVED"            # the venue confirmed a resting stop's new trigger price
 
 
 # Sent on commit with ``order_id`` whenever new fills of an order were recorded. Positions are a
@@ -467,6 +469,21 @@ def order_note(*, order_id: int, event_type: str, source: str, reason_code: str 
         _append(order, event_type=event_type, source=source, trace_id=order.trace_id, reason_code=reason_code,
                 payload=payload, idempotency_key=idempotency_key)
         return True
+
+
+def order_stop_moved(*, order_id: int, stop_price: Decimal, source: str, reason_code: str = "TRAILING") -> Order:
+    """The venue confirmed that a resting stop now triggers at ``stop_price`` (amended in place:
+    same client id, same quantity). Records the move once; a repeat with the same price is a no-op."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order.stop_price == stop_price:
+            return order
+        _append(order, event_type=EventType.STOP_MOVED, source=source, trace_id=order.trace_id, reason_code=reason_code,
+                payload={"from": _plain(order.stop_price) if order.stop_price is not None else None,
+                         "stop_price": _plain(stop_price)})
+        order.stop_price = stop_price
+        order.save(update_fields=["stop_price", "updated_at"])
+        return order
 
 
 def order_repair_status(*, order_id: int, to: str, reason_code: str, payload: dict[str, Any]) -> Order:
