@@ -28,6 +28,9 @@ _REJECTS: dict[str, tuple[int, str]] = {
     "min_notional": (-1013, "Filter failure: NOTIONAL"),
     "insufficient": (-2010, "Account has insufficient balance for requested action."),
     "would_trigger": (-2010, "Stop price would trigger immediately."),
+    # The matching engine's -2010 messages (errors.md, "Messages for -1010, -2010 and -2011").
+    "halted": (-2010, "Market is closed."),
+    "stops_unsupported": (-2010, "Stop loss orders are not supported for this symbol."),
 }
 # Our type names <-> Binance's. STOP_LOSS is Binance spot's stop-market order.
 _TYPES = {"LIMIT": "limit", "MARKET": "market", "STOP_LOSS": "stop"}
@@ -244,8 +247,9 @@ class BinanceApi(VenueApi):
             "symbol": m.venue_id, "status": "TRADING", "baseAsset": m.base, "baseAssetPrecision": 8,
             "quoteAsset": m.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
             "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
-                           "TAKE_PROFIT_LIMIT"],
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET",
+                           *(("STOP_LOSS", "STOP_LOSS_LIMIT") if m.stop_orders else ()),
+                           "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
             "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True, "quoteOrderQtyMarketAllowed": True,
             "allowTrailingStop": True, "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False,

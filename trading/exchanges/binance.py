@@ -101,6 +101,8 @@ class BinanceGateway(CcxtGateway):
             quote=info["quoteAsset"], tick_size=clean_decimal(price_filter.get("tickSize")),
             lot_step=clean_decimal(lot.get("stepSize")), min_qty=clean_decimal(lot.get("minQty")),
             min_notional=clean_decimal(notional.get("minNotional")),
+            # Binance lists the order types per symbol; ccxt refuses a STOP_LOSS the list lacks.
+            stop_orders="STOP_LOSS" in (info.get("orderTypes") or ()),
         )
 
     def fetch_closed_candles(
@@ -162,6 +164,15 @@ class BinanceGateway(CcxtGateway):
         if not isinstance(raw, dict) or "orderId" not in raw:
             raise OutcomeUnknownError(f"create_order: unexpected answer {str(raw)[:200]}", venue=self.name)
         return self._parse_order(raw)
+
+    # Binance's only way to move a stop is ``POST /api/v3/order/cancelReplace``, and the order it
+    # places is a new order with a new client id: not an amend in place. Callers move Binance
+    # stops by a cancel and a new order under a new client id instead.
+    amends_stops = False
+
+    def amend_stop(self, symbol: str, client_order_id: str, stop_price: Decimal) -> VenueOrder:
+        raise NotImplementedError("binance cannot move a stop in place (cancelReplace gives the new order a new "
+                                  "client id): cancel it and place a new one")
 
     def fetch_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         params = {"symbol": self._venue_symbol(symbol), "origClientOrderId": client_order_id}
