@@ -7,9 +7,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import requests
 
+from emulator.control import ControlRequestError
+from tests.trading.exchanges.conftest import make_gateway
+from tests.trading.exchanges.test_emulator import bybit_signed
 from trading.exchanges.base import OrderRequest, OrderType, Side, VenueOrder, VenueOrderStatus
 from trading.exchanges.errors import OrderNotFoundError, OutcomeUnknownError, RejectedError
+from trading.exchanges.ratelimit import RateLimitHeldBackError, SharedRateLimiter, rate_limit_state
 
 D = Decimal
 AMENDING = ["bybit", "paper"]          # the venues that move a stop in place
@@ -220,3 +225,98 @@ def test_a_halted_symbol_refuses_new_stops_and_trades_nothing_until_trading_resu
     assert resumed.status is VenueOrderStatus.FILLED and resumed.average_price == D("28500")
     gw.create_order(stop("hlt-3", "0.1", "28000"))
     assert fetched(venue, "hlt-3").status is VenueOrderStatus.OPEN
+
+
+# ---------------------------------------------------------------------- the shared rate budget
+def test_stop_moves_spend_their_own_endpoint_budget_not_the_one_entries_and_exits_use(control_for, redis_client):
+    handle, _ = control_for("bybit")
+    limiter = SharedRateLimiter("bybit", "stop-moves", budget_fraction=1.0, max_wait_s=0)
+    gw = make_gateway(handle, rate_limiter=limiter)
+    gw.load_markets()
+    gw.create_order(stop("rl-1", "0.1", "29000"))
+
+    gw.amend_stop("BTC/USDT", "rl-1", D("29100"))
+
+    budgets = rate_limit_state("bybit", api_key="stop-moves")["accounts"][0]["budgets"]
+    assert budgets["endpoint:/v5/order/amend"]["used"] == 1
+    assert budgets["endpoint:/v5/order/create"]["used"] == 1
+    # A burst of stop moves uses up the amend budget (Bybit's 20/s) and nothing else.
+    burst = 0
+    with pytest.raises(RateLimitHeldBackError):
+        while burst < 100:
+            limiter.acquire_request("POST", "/v5/order/amend", 1)
+            burst += 1
+    assert 1 <= burst <= 19
+    with pytest.raises(RateLimitHeldBackError):
+        gw.amend_stop("BTC/USDT", "rl-1", D("29200"))
+    assert gw.fetch_order("BTC/USDT", "rl-1").stop_price == D("29100")   # the refused move never left
+    limiter.acquire_request("POST", "/v5/order/create", 1)
+    limiter.acquire_request("POST", "/v5/order/cancel", 1)
+
+
+# ---------------------------------------------------------------------- Bybit order/amend on the wire
+def _conditional(link_id: str, trigger: str) -> dict:
+    return {"category": "spot", "symbol": "BTCUSDT", "side": "Sell", "orderType": "Market", "qty": "0.1",
+            "marketUnit": "baseCoin", "orderFilter": "StopOrder", "triggerPrice": trigger, "orderLinkId": link_id}
+
+
+@pytest.mark.parametrize("emulator", ["bybit"], indirect=True)
+def test_bybit_amend_answers_with_ids_and_moves_the_trigger(emulator, control):
+    base = emulator.base_url
+    created = bybit_signed(base, "POST", "/v5/order/create", _conditional("wa-1", "29000")).json()
+
+    amend = {"category": "spot", "symbol": "BTCUSDT", "orderLinkId": "wa-1", "triggerPrice": "29400"}
+    answer = bybit_signed(base, "POST", "/v5/order/amend", amend).json()
+
+    assert answer["retCode"] == 0
+    assert answer["result"] == {"orderId": created["result"]["orderId"], "orderLinkId": "wa-1"}
+    row = bybit_signed(base, "GET", "/v5/order/realtime",
+                       {"category": "spot", "symbol": "BTCUSDT", "orderLinkId": "wa-1"}).json()["result"]["list"][0]
+    assert (row["triggerPrice"], row["orderStatus"], row["qty"], row["triggerDirection"]) == \
+        ("29400", "Untriggered", "0.1", 2)
+    assert control.request_count("/v5/order/amend") == 1
+
+
+@pytest.mark.parametrize("emulator", ["bybit"], indirect=True)
+@pytest.mark.parametrize(("case", "link_id", "trigger", "code", "words"), [
+    ("unknown order", "wr-none", "28500", 170213, "Order does not exist."),
+    ("filled order", "wr-filled", "28500", 170139, "Order has been filled."),
+    ("canceled order", "wr-canceled", "28500", 170142, "Order has been canceled"),
+    ("at the market", "wr-open", "29000", 110093, "expect Falling, but trigger_price[29000] >= current[29000]"),
+    ("above the market", "wr-open", "31000", 110093, "expect Falling"),
+    ("off the tick", "wr-open", "28500.005", 170134, "Order price decimal too long."),
+    ("a quantity change", "wr-open", "28500", 10001, "amending qty is not emulated"),
+])
+def test_bybit_amend_refusals_carry_bybits_codes(emulator, control, case, link_id, trigger, code, words):
+    base = emulator.base_url
+    for placed, placed_trigger in (("wr-filled", "29500"), ("wr-canceled", "28000"), ("wr-open", "28000")):
+        created = bybit_signed(base, "POST", "/v5/order/create", _conditional(placed, placed_trigger)).json()
+        assert created["retCode"] == 0
+    cancel = {"category": "spot", "symbol": "BTCUSDT", "orderLinkId": "wr-canceled", "orderFilter": "StopOrder"}
+    assert bybit_signed(base, "POST", "/v5/order/cancel", cancel).json()["retCode"] == 0
+    control.set_price("BTC/USDT", "29000")                     # wr-filled fires, wr-open keeps resting
+    amend = {"category": "spot", "symbol": "BTCUSDT", "orderLinkId": link_id, "triggerPrice": trigger}
+    if case == "a quantity change":
+        amend["qty"] = "0.2"
+
+    answer = bybit_signed(base, "POST", "/v5/order/amend", amend).json()
+
+    assert (answer["retCode"], answer["result"]) == (code, {}), case
+    assert words in answer["retMsg"], case
+    still = [o for o in control.orders(client_id="wr-open")]
+    assert (still[0]["status"], still[0]["stop_price"]) == ("new", "28000"), case
+
+
+@pytest.mark.parametrize("emulator", ["binance"], indirect=True)
+def test_the_market_control_refuses_what_it_does_not_know(emulator, control):
+    url = f"{emulator.base_url}/__control/market"
+    not_a_boolean = requests.post(url, json={"symbol": "BTC/USDT", "halted": "yes"}, timeout=5)
+    assert not_a_boolean.status_code == 400 and "halted must be a boolean" in not_a_boolean.json()["error"]
+    unknown = requests.post(url, json={"symbol": "BTC/USDT", "paused": True}, timeout=5)
+    assert unknown.status_code == 400 and "unknown market field(s) ['paused']" in unknown.json()["error"]
+    with pytest.raises(ControlRequestError):
+        control.set_market("NOPE/USDT", halted=True)
+
+    control.set_market("BTC/USDT", stop_orders=False)
+
+    assert control.state()["markets"]["BTC/USDT"] == {"stop_orders": False, "halted": False}
