@@ -22,12 +22,12 @@ from django.conf import settings
 
 from infra.clock import hk_day_start_utc, now_utc, to_hk
 from strategy import selectors as strategy_selectors
-from strategy.models import StrategyPosition
+from strategy.models import StrategyPosition, VenueStop
 from strategy.services.portfolio import entry_cost, plain, position_realised_so_far, position_unrealised
 from syncer.selectors import latest_prices
 from trading import selectors as trading_selectors
 from trading.config_schema import SCHEMA, ConfigValidationError, config_get, config_version, stored_rows, to_json
-from trading.models import TERMINAL_STATUSES, Order
+from trading.models import TERMINAL_STATUSES, Order, OrderStatus
 from trading.selectors import is_halted, open_orders_count, unresolved_orders_count
 from trading.services.equity import day_pnl
 
@@ -85,6 +85,17 @@ class PositionView:
             return ZERO
         return self.position.remaining_quantity * (self.last_price or self.position.entry_price)
 
+    @property
+    def venue_stop_state(self) -> str:
+        """protected (resting on the venue) | pending (on its way) | unprotected (and why) | none."""
+        live = self.venue_stop_order
+        if not self.is_open:
+            return VenueStop.NONE
+        if live is not None:
+            return VenueStop.PROTECTED if live.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) \
+                else VenueStop.PENDING
+        return VenueStop.UNPROTECTED if self.position.venue_stop == VenueStop.UNPROTECTED else VenueStop.NONE
+
     def as_json(self) -> dict[str, Any]:
         p = self.position
         last = self.last_price
@@ -108,10 +119,10 @@ class PositionView:
             "take_profit_price": _num(self.take_profit_price),
             # The protective stop on the venue: there while our processes are down (or why not).
             "venue_stop": {
-                "state": p.venue_stop if self.is_open else "none",
+                "state": self.venue_stop_state,
                 "stop_price": _num(self.venue_stop_order.stop_price) if self.venue_stop_order else None,
                 "client_order_id": self.venue_stop_order.client_order_id if self.venue_stop_order else None,
-                "reason": (p.venue_stop_reason or None) if self.is_open else None,
+                "reason": (p.venue_stop_reason or None) if self.venue_stop_state == VenueStop.UNPROTECTED else None,
             },
             # How far the price may still fall before the stop / rise before the target, in %
             # of the last price (negative: already through it, the monitor is exiting).

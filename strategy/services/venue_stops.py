@@ -232,10 +232,15 @@ def venue_stop_clear(*, position: StrategyPosition, gateway: ExchangeGateway, re
     stop of the position is live any more (canceled, or never there); False while one may still be
     (its send is in flight, the venue did not answer) - the caller then sells nothing this pass.
     A stop that filled meanwhile is recorded (the position closes through it) and True is returned:
-    the caller's next look at the position sees what is left to sell, usually nothing."""
-    order = live_stop(position)
-    if order is None:
-        return True
+    the caller's next look at the position sees what is left to sell, usually nothing. Every live
+    version is cleared (a replaced one whose cancel we have not recorded yet included)."""
+    cleared = True
+    for order in [o for o in stop_orders(position) if o.status not in TERMINAL_STATUSES]:
+        cleared = _clear_one(order, gateway, reason_code) and cleared
+    return cleared
+
+
+def _clear_one(order: Order, gateway: ExchangeGateway, reason_code: str) -> bool:
     if order.status == OrderStatus.PENDING:
         order = lifecycle.order_cancel_unsent(order_id=order.pk, source=SOURCE, reason_code=reason_code,
                                               detail="another exit comes first")
@@ -261,8 +266,12 @@ class MoveBudget:
 
 def venue_stop_follow(*, position_id: int, gateway: ExchangeGateway, rules: MarketRules | None,
                       config: StrategyConfig, budget: MoveBudget) -> bool:
-    """Move the venue stop up to the bot-side stop once it lags by more than the configured step.
-    Returns True if a move was made. Outside any transaction: it talks to the venue."""
+    """Keep the venue stop in step with the position: up to the bot-side stop once it lags by more
+    than the configured step, and to the quantity still held (more entry fills arrived). Returns
+    True if the venue was asked to change it. Outside any transaction: it talks to the venue.
+
+    How, by venue: amended in place where it can (paper, Bybit); replaced by the next version in
+    one request where it can (Binance cancelReplace); else canceled and placed again."""
     position = StrategyPosition.objects.get(pk=position_id)
     if config.venue_stops != "on" or position.status != P.OPEN or rules is None or budget.left <= 0:
         return False
@@ -270,37 +279,75 @@ def venue_stop_follow(*, position_id: int, gateway: ExchangeGateway, rules: Mark
     if order is None or order.status != OrderStatus.ACCEPTED or order.filled_quantity > 0 or order.stop_price is None:
         return False
     target = stop_target(position, rules)
-    if target.stop_price <= order.stop_price * (1 + config.venue_stop_step_pct / 100):
+    raise_to = target.stop_price if target.stop_price > order.stop_price * (1 + config.venue_stop_step_pct / 100) \
+        else None
+    resize = target.quantity > 0 and target.quantity != order.quantity
+    if raise_to is None and not resize:
         return False
     now = lifecycle.db_now()
     if position.venue_stop_moved_at is not None and now - position.venue_stop_moved_at < MIN_MOVE_INTERVAL:
         return False
     budget.left -= 1
     StrategyPosition.objects.filter(pk=position.pk).update(venue_stop_moved_at=now)
-    if gateway.amends_stops:
-        lifecycle.order_note(order_id=order.pk, event_type=lifecycle.EventType.STOP_MOVE_REQUESTED, source=SOURCE,
-                             reason_code="TRAILING", payload={"stop_price": plain(target.stop_price)})
-        try:
-            venue_order = gateway.amend_stop(order.symbol, order.client_order_id, target.stop_price)
-        except OrderNotFoundError:
-            _record(order, gateway, lambda: gateway.fetch_order(order.symbol, order.client_order_id))
-            return False
-        except RejectedError as exc:
-            # The old stop still rests and still protects; the next step tries again.
-            log.warning("venue stop %s not moved to %s: %s", order.client_order_id, target.stop_price, exc)
-            return False
-        except VenueError as exc:
-            # Outcome unknown: amending to a price is idempotent, so the next pass simply asks again.
-            log.warning("venue stop %s move to %s: %s", order.client_order_id, target.stop_price, exc)
-            return False
-        lifecycle.order_stop_moved(order_id=order.pk, stop_price=venue_order.stop_price or target.stop_price,
-                                   source=SOURCE)
-        log.info("position #%s %s: venue stop %s moved %s -> %s", position.pk, position.symbol,
-                 order.client_order_id, plain(order.stop_price), plain(target.stop_price),
-                 extra={"trace_id": order.trace_id})
-        return True
-    # No amend on this venue: cancel, then place the next version at once.
+    wanted = StopTarget(stop_price=raise_to or order.stop_price, quantity=target.quantity if resize else order.quantity)
+    if gateway.amends_stops and not resize:
+        return _amend(position, order, wanted.stop_price, gateway)
+    if gateway.replaces_stops:
+        return _replace(position, order, wanted, gateway)
+    # Neither: cancel, then place the next version at once.
     if not venue_stop_clear(position=position, gateway=gateway, reason_code="TRAILING"):
         return False
     venue_stop_ensure(position_id=position.pk, rules=rules, config=config)
+    return True
+
+
+def _amend(position: StrategyPosition, order: Order, stop_price: Decimal, gateway: ExchangeGateway) -> bool:
+    lifecycle.order_note(order_id=order.pk, event_type=lifecycle.EventType.STOP_MOVE_REQUESTED, source=SOURCE,
+                         reason_code="TRAILING", payload={"stop_price": plain(stop_price)})
+    try:
+        venue_order = gateway.amend_stop(order.symbol, order.client_order_id, stop_price)
+    except RejectedError as exc:
+        # Refused (the price fell to it meanwhile, or the stop is gone): the old stop, if it still
+        # rests, still protects. Learn what the venue has; the monitor's next check does the rest.
+        log.warning("venue stop %s not moved to %s: %s", order.client_order_id, stop_price, exc)
+        try:
+            _record(order, gateway, lambda: gateway.fetch_order(order.symbol, order.client_order_id))
+        except VenueError:
+            pass
+        return False
+    except VenueError as exc:
+        # Outcome unknown: amending to a price is idempotent, so the next pass simply asks again.
+        log.warning("venue stop %s move to %s: %s", order.client_order_id, stop_price, exc)
+        return False
+    lifecycle.order_stop_moved(order_id=order.pk, stop_price=venue_order.stop_price or stop_price, source=SOURCE)
+    log.info("position #%s %s: venue stop %s moved %s -> %s", position.pk, position.symbol, order.client_order_id,
+             plain(order.stop_price), plain(stop_price), extra={"trace_id": order.trace_id})
+    return True
+
+
+def _replace(position: StrategyPosition, order: Order, wanted: StopTarget, gateway: ExchangeGateway) -> bool:
+    """The next version of the stop, sent as the replacement of the live one in one venue request."""
+    from trading.services.submission import order_submit
+
+    with transaction.atomic():
+        position = StrategyPosition.objects.select_for_update().get(pk=position.pk)
+        if position.status != P.OPEN:
+            return False
+        try:
+            new, created = order_place(
+                venue=position.venue, strategy=position.strategy, symbol=position.symbol, side=Order.Side.SELL,
+                type=Order.Type.STOP_MARKET, intent=Order.Intent.STOP_LOSS, quantity=wanted.quantity,
+                stop_price=wanted.stop_price, trace_id=new_trace_id(), tick_id=f"P{position.pk}",
+                client_intent=f"stop{position.venue_stop_version}", reason_code="PROTECTIVE_STOP", replaces=order,
+                enqueue=False)
+        except OrderRefused as exc:
+            log.info("position #%s %s: venue stop not replaced now: %s", position.pk, position.symbol, exc.detail)
+            return False
+        if created:
+            position.venue_stop_version += 1
+            position.save(update_fields=["venue_stop_version", "updated_at"])
+    new = order_submit(order_id=new.pk, gateway=gateway)
+    log.info("position #%s %s: venue stop %s replaced by %s (sell %s at %s): %s", position.pk, position.symbol,
+             order.client_order_id, new.client_order_id, plain(new.quantity), plain(new.stop_price), new.status,
+             extra={"trace_id": new.trace_id})
     return True

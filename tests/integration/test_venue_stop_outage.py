@@ -182,7 +182,8 @@ def wait_for(predicate, system: System, what: str, timeout: float = 90.0) -> Non
         time.sleep(1.0)
 
 
-def open_positions_with_stops(venue: Venue, monkeypatch) -> list[StrategyPosition]:
+def open_positions(venue: Venue, monkeypatch) -> list[StrategyPosition]:
+    """A tick on the venue enters BTC and ETH; the entries fill (sends run eagerly) and open positions."""
     config_update(changes={"universe": UNIVERSE, "timeframe": "1m"}, actor="test", source="system",
                   reason_code="TEST_SETUP", reason="outage", trace_id="setup")
     monkeypatch.setattr("trading.exchanges.factory._gateway", venue.gateway)
@@ -191,6 +192,12 @@ def open_positions_with_stops(venue: Venue, monkeypatch) -> list[StrategyPositio
     tick_run(tick_id=tick_id_for(ms_to_datetime(close)), gateway=venue.gateway, now_ms=now_ms())
     positions = list(StrategyPosition.objects.order_by("symbol"))
     assert [p.symbol for p in positions] == sorted(ENTERS)
+    return positions
+
+
+def open_positions_with_stops(venue: Venue, monkeypatch) -> list[StrategyPosition]:
+    """As ``open_positions``, and each position's stop rests on the venue at once."""
+    positions = open_positions(venue, monkeypatch)
     stops = {p.pk: Order.objects.get(type="stop_market", tick_id=f"P{p.pk}") for p in positions}
     assert all(s.status == OrderStatus.ACCEPTED for s in stops.values()), [s.last_error for s in stops.values()]
     assert sorted(venue.resting()) == sorted(s.client_order_id for s in stops.values())
@@ -278,5 +285,9 @@ def test_price_recovering_before_the_restart_fires_nothing_and_the_stop_follows(
     assert btc_stop.stop_price == expected_stop
     if venue.gateway.amends_stops:      # moved in place: the same order and client id
         assert btc_stop.pk == stop.pk
-    else:                               # Binance: canceled, then the next version placed
+        assert Order.objects.get(pk=stop.pk).events.filter(event_type="STOP_MOVED").count() == 1
+    else:                               # Binance: replaced by the next version in ONE request
         assert Order.objects.get(pk=stop.pk).status == OrderStatus.CANCELED
+        assert btc_stop.replaces_id == stop.pk
+        assert venue.control.request_count("/api/v3/order/cancelReplace") == 1
+        assert venue.control.request_count("/api/v3/order", method="DELETE") == 0

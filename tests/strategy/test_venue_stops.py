@@ -16,6 +16,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from adminapi.selectors import positions_overview
 from infra.models import TelegramOutbox
 from strategy.engines import PositionStop, round_to_step
 from strategy.models import StrategyPosition
@@ -70,7 +71,7 @@ def test_the_venue_stop_follows_the_trailing_stop_in_steps_in_place(opened):
     first = stop.stop_price
     state = state_of(position)
     # A rise that lifts the bot-side stop by less than the step (0.5 %) leaves the venue alone.
-    price(source, state.entry_price + state.trail_distance + first * Decimal("0.002"))
+    price(source, state.entry_price + first * Decimal("0.002"))
     stop_monitor_run(gateway=gw)
     assert state_of(position).stop_price > first
     stop.refresh_from_db()
@@ -84,7 +85,7 @@ def test_the_venue_stop_follows_the_trailing_stop_in_steps_in_place(opened):
     stop.refresh_from_db()
     assert stop.stop_price == round_to_step(raised, gw.rules(BTC).tick_size) and stop.status == OrderStatus.ACCEPTED
     moved = stop.events.get(event_type="STOP_MOVED")
-    assert moved.payload == {"from": format(first, "f"), "stop_price": format(stop.stop_price, "f")}
+    assert (Decimal(moved.payload["from"]), Decimal(moved.payload["stop_price"])) == (first, stop.stop_price)
     (resting,) = gw.fetch_open_orders(BTC)
     assert (resting.client_order_id, resting.stop_price) == (stop.client_order_id, stop.stop_price)
     assert len(stops()) == 1 and not sells_on_venue()[1:]
@@ -150,7 +151,7 @@ def test_a_bot_side_stop_above_the_lagging_venue_stop_cancels_it_then_sells_once
     state = state_of(position)
     # The trailing stop rises by less than the step: the venue stop stays where it was ...
     lift = stop.stop_price * Decimal("0.004")
-    price(source, state.entry_price + state.trail_distance + lift)
+    price(source, state.entry_price + lift)
     stop_monitor_run(gateway=gw)
     bot_stop = state_of(position).stop_price
     stop.refresh_from_db()
@@ -210,16 +211,23 @@ def test_a_position_the_venue_cannot_protect_says_why_everywhere_and_alerts_once
     assert {"code": "VENUE_STOP_UNPROTECTED", "position": position.pk, "symbol": BTC,
             "detail": f"position #{position.pk} {BTC} has no stop on the venue: {position.venue_stop_reason}"} \
         in health["warnings"]
+    (shown,) = positions_overview(venue="paper", state="open")
+    assert shown["venue_stop"] == {"state": "unprotected", "stop_price": None, "client_order_id": None,
+                                   "reason": position.venue_stop_reason}
     out = StringIO()
     with pytest.raises(SystemExit) as exited:
         call_command("tbot", "diagnose", "--json", stdout=out, stderr=StringIO())
     assert exited.value.code == 1
     findings = json.loads(out.getvalue())["findings"]
-    assert any(f["code"] == "VENUE_STOP_UNPROTECTED" and f["position"] == position.pk for f in findings)
+    assert any(f["code"] == "VENUE_STOP_UNPROTECTED" and f["data"]["position"] == position.pk for f in findings)
 
     # Protected again (the venue takes it now): the state clears and a later episode alerts again.
     assert venue_stop_service.venue_stop_ensure(position_id=position.pk, rules=gw.rules(BTC), config=config_get())
+    stop_monitor_run(gateway=gw)
     position.refresh_from_db()
     assert position.venue_stop == "protected" and not position.venue_stop_alerted
+    (shown,) = positions_overview(venue="paper", state="open")
+    assert shown["venue_stop"]["state"] == "protected"
+    assert shown["venue_stop"]["client_order_id"] == stops()[-1].client_order_id
     assert stops()[-1].client_order_id == make_client_order_id(strategy="blite", symbol=BTC,
                                                               tick_id=f"P{position.pk}", intent="stop1")

@@ -138,6 +138,14 @@ class VenueOrder:
 
 
 @dataclass(frozen=True)
+class StopReplacement:
+    """What a venue's cancel-replace did: the old order as canceled, the new one as placed."""
+
+    canceled: VenueOrder
+    placed: VenueOrder
+
+
+@dataclass(frozen=True)
 class VenueTrade:
     trade_id: str                      # venue's trade / execution id: the idempotency key of a fill
     venue_order_id: str
@@ -272,3 +280,17 @@ class ExchangeGateway(abc.ABC):
         Only where ``amends_stops`` is True; elsewhere ``NotImplementedError``.
         """
         raise NotImplementedError(f"{self.name} does not amend stops in place (amends_stops is False)")
+
+    # Whether the venue replaces an order by another in one request (Binance ``cancelReplace``):
+    # the old order is canceled and the new one placed by the venue, with no moment between the
+    # two requests of a cancel-then-place.
+    replaces_stops: bool = False
+
+    def replace_stop(self, symbol: str, cancel_client_order_id: str, request: OrderRequest) -> StopReplacement:
+        """Cancel the resting stop ``cancel_client_order_id`` and place ``request`` (a stop-market sell
+        under a new client id) in ONE venue request; the new order is attempted only if the cancel
+        succeeded. ``OrderNotFoundError``: the old order was not open (filled, canceled) and nothing
+        was placed. ``StopReplaceHalfDoneError``: the old one was canceled, the new one refused.
+        Any other ``RejectedError``: nothing changed. ``OutcomeUnknownError``: resolve by querying
+        both client ids. Only where ``replaces_stops`` is True; elsewhere ``NotImplementedError``."""
+        raise NotImplementedError(f"{self.name} does not replace orders in one request (replaces_stops is False)")

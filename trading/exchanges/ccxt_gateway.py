@@ -131,7 +131,7 @@ class HttpExchange:
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError)
 _GUARDED_READS = ("load_markets", "fetch_closed_candles", "fetch_ticker", "fetch_balances", "fetch_order",
                   "fetch_open_orders", "fetch_my_trades", "server_time_ms")
-_GUARDED_WRITES = ("create_order", "cancel_order", "amend_stop")
+_GUARDED_WRITES = ("create_order", "cancel_order", "amend_stop", "replace_stop")
 
 
 def _shape_guard(fn: Callable[..., T], operation: str, *, write: bool) -> Callable[..., T]:

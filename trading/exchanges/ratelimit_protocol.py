@@ -29,6 +29,7 @@ Weights (``request_weight``):
   POST /api/v3/order          1 (also counts 1 order)
   GET /api/v3/order           4
   DELETE /api/v3/order        1
+  POST /api/v3/order/cancelReplace  1 (also counts 1 order)
   GET /api/v3/openOrders      6 (one symbol)
   GET /api/v3/myTrades        20
   ==========================  =======
@@ -55,6 +56,7 @@ BINANCE_WEIGHTS: dict[tuple[str, str], float] = {
     ("POST", "/api/v3/order"): 1,
     ("GET", "/api/v3/order"): 4,
     ("DELETE", "/api/v3/order"): 1,
+    ("POST", "/api/v3/order/cancelReplace"): 1,
     ("GET", "/api/v3/openOrders"): 6,
     ("GET", "/api/v3/myTrades"): 20,
 }

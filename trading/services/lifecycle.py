@@ -110,6 +110,7 @@ class NewOrder:
     reason_code: str = ""
     stop_price: Decimal | None = None     # stop_market orders only
     valid_until: datetime | None = None   # entries: not sent after this (the end of the signal's candle period)
+    replaces_id: int | None = None        # a stop sent as the replacement of this one (one venue request)
 
 
 def _locked(order_id: int) -> Order:
@@ -158,7 +159,7 @@ def order_create(*, new: NewOrder, source: str = OrderEvent.Source.STRATEGY) -> 
                     client_order_id=new.client_order_id, venue=new.venue, strategy=new.strategy, symbol=new.symbol,
                     side=new.side, type=new.type, intent=new.intent, quantity=new.quantity, price=new.price,
                     stop_price=new.stop_price, tick_id=new.tick_id, trace_id=new.trace_id,
-                    reason_code=new.reason_code, valid_until=new.valid_until,
+                    reason_code=new.reason_code, valid_until=new.valid_until, replaces_id=new.replaces_id,
                 )
         except IntegrityError:
             return Order.objects.get(client_order_id=new.client_order_id), False
@@ -166,7 +167,8 @@ def order_create(*, new: NewOrder, source: str = OrderEvent.Source.STRATEGY) -> 
                 reason_code=new.reason_code, payload={"quantity": new.quantity, "price": new.price,
                                                       "stop_price": new.stop_price, "side": new.side,
                                                       "type": new.type, "intent": new.intent,
-                                                      "valid_until": new.valid_until and new.valid_until.isoformat()})
+                                                      "valid_until": new.valid_until and new.valid_until.isoformat(),
+                                                      **({"replaces": new.replaces_id} if new.replaces_id else {})})
     return order, True
 
 

@@ -13,7 +13,12 @@ from emulator.control import ControlRequestError
 from tests.trading.exchanges.conftest import make_gateway
 from tests.trading.exchanges.test_emulator import bybit_signed
 from trading.exchanges.base import OrderRequest, OrderType, Side, VenueOrder, VenueOrderStatus
-from trading.exchanges.errors import OrderNotFoundError, OutcomeUnknownError, RejectedError
+from trading.exchanges.errors import (
+    OrderNotFoundError,
+    OutcomeUnknownError,
+    RejectedError,
+    StopReplaceHalfDoneError,
+)
 from trading.exchanges.ratelimit import RateLimitHeldBackError, SharedRateLimiter, rate_limit_state
 
 D = Decimal
@@ -103,12 +108,81 @@ def test_binance_does_not_move_stops_in_place(venue):
     gw.create_order(stop("bst-1", "0.1", "29000"))
     venue.control.clear_requests()
 
-    with pytest.raises(NotImplementedError, match="cancel"):
+    with pytest.raises(NotImplementedError, match="replace_stop"):
         gw.amend_stop("BTC/USDT", "bst-1", D("29500"))
 
     assert gw.amends_stops is False
     assert venue.control.requests() == []                     # nothing was sent
     assert fetched(venue, "bst-1").stop_price == D("29000")
+
+
+# ---------------------------------------------------------------------- Binance: cancel-replace in one request
+@pytest.mark.parametrize("venue", ["binance"], indirect=True)
+def test_binance_replaces_a_stop_by_a_higher_one_in_one_request(venue):
+    gw = venue.gateway
+    gw.load_markets()
+    gw.create_order(stop("brp-0", "0.1", "29000"))
+    venue.control.clear_requests()
+
+    done = gw.replace_stop("BTC/USDT", "brp-0", stop("brp-1", "0.1", "29500"))
+
+    assert gw.replaces_stops is True
+    assert [r["path"] for r in venue.control.requests()] == ["/api/v3/order/cancelReplace"]
+    assert (done.canceled.client_order_id, done.canceled.status) == ("brp-0", VenueOrderStatus.CANCELED)
+    assert (done.placed.client_order_id, done.placed.status, done.placed.stop_price) == \
+        ("brp-1", VenueOrderStatus.OPEN, D("29500"))
+    resting = gw.fetch_open_orders("BTC/USDT")
+    assert [(o.client_order_id, o.stop_price) for o in resting] == [("brp-1", D("29500"))]   # never two
+    assert gw.fetch_balances()["BTC"].locked == D("0.1")
+    venue.set_price("BTC/USDT", D("29400"))
+    assert fetched(venue, "brp-1").status is VenueOrderStatus.FILLED
+
+
+@pytest.mark.parametrize("venue", ["binance"], indirect=True)
+def test_binance_replace_of_a_stop_that_already_fired_places_nothing(venue):
+    gw = venue.gateway
+    gw.load_markets()
+    gw.create_order(stop("brf-0", "0.1", "29000"))
+    venue.set_price("BTC/USDT", D("28900"))                   # it fires
+    venue.set_price("BTC/USDT", D("30000"))
+
+    with pytest.raises(OrderNotFoundError, match="not open"):
+        gw.replace_stop("BTC/USDT", "brf-0", stop("brf-1", "0.1", "29500"))
+
+    assert gw.fetch_order("BTC/USDT", "brf-1") is None
+    assert fetched(venue, "brf-0").status is VenueOrderStatus.FILLED
+
+
+@pytest.mark.parametrize("venue", ["binance"], indirect=True)
+def test_binance_replace_that_breaks_a_filter_changes_nothing(venue):
+    gw = venue.gateway
+    gw.load_markets()
+    gw.create_order(stop("brx-0", "0.1", "29000"))
+    venue.control.clear_requests()
+    # Off the lot step: Binance checks filters before it cancels anything.
+    with pytest.raises(RejectedError) as refused:
+        gw._call("replace_stop", lambda: gw._ex.privatePostOrderCancelReplace({
+            "symbol": "BTCUSDT", "side": "SELL", "type": "STOP_LOSS", "cancelReplaceMode": "STOP_ON_FAILURE",
+            "cancelOrigClientOrderId": "brx-0", "newClientOrderId": "brx-1", "quantity": "0.1000001",
+            "stopPrice": "29500"}), write=True)
+    assert refused.value.code == "-1013"
+    assert [(o.client_order_id, o.stop_price) for o in gw.fetch_open_orders("BTC/USDT")] == [("brx-0", D("29000"))]
+
+
+@pytest.mark.parametrize("venue", ["binance"], indirect=True)
+def test_binance_replace_whose_new_half_is_refused_leaves_the_old_stop_canceled_and_says_so(venue):
+    gw = venue.gateway
+    gw.load_markets()
+    gw.create_order(stop("brh-0", "0.1", "29000"))
+    venue.control.set_market("BTC/USDT", halted=True)          # the matching engine refuses the new order
+
+    with pytest.raises(StopReplaceHalfDoneError, match="Market is closed") as half:
+        gw.replace_stop("BTC/USDT", "brh-0", stop("brh-1", "0.1", "29500"))
+
+    assert half.value.canceled is not None and half.value.canceled.client_order_id == "brh-0"
+    assert fetched(venue, "brh-0").status is VenueOrderStatus.CANCELED
+    assert gw.fetch_order("BTC/USDT", "brh-1") is None
+    assert gw.fetch_open_orders("BTC/USDT") == []
 
 
 @pytest.mark.parametrize("venue", ["bybit"], indirect=True)
