@@ -220,6 +220,9 @@ def test_a_position_the_venue_cannot_protect_says_why_everywhere_and_alerts_once
     assert exited.value.code == 1
     findings = json.loads(out.getvalue())["findings"]
     assert any(f["code"] == "VENUE_STOP_UNPROTECTED" and f["data"]["position"] == position.pk for f in findings)
+    listing = StringIO()
+    call_command("tbot", "positions", stdout=listing, stderr=StringIO())
+    assert f"NO VENUE STOP: {position.venue_stop_reason}" in listing.getvalue()
 
     # Protected again (the venue takes it now): the state clears and a later episode alerts again.
     assert venue_stop_service.venue_stop_ensure(position_id=position.pk, rules=gw.rules(BTC), config=config_get())
