@@ -267,3 +267,45 @@ def test_an_emergency_exit_that_fails_half_way_does_not_leave_positions_bare_and
         assert protected_on_venue or position.venue_stop == "unprotected", (
             f"{position.symbol}: venue_stop={position.venue_stop!r} but no stop rests on the venue "
             f"(resting: {sorted(resting)})")
+
+
+# --- 5. Binance: a move of unknown outcome; the monitor then strips the stop that still rests --
+
+def test_a_stop_move_of_unknown_outcome_does_not_leave_the_position_naked(
+        emulators, redis_client, celery_eager, monkeypatch):  # noqa: F811
+    """Scenario (Binance): the monitor moves the stop up by ``cancelReplace``; the venue answers
+    HTTP 503 without doing anything, so the new version is ``submit_unknown`` and the old one
+    still rests. The price falls below the bot-side stop (the new level) but stays above the old
+    stop. The monitor's exit: ``venue_stop_clear`` CANCELS the old stop - the one order that was
+    protecting the position - and then returns False for the unknown version, so nothing is sold.
+    Every following pass does the same (nothing sells) until the resolver's grace (60 s) has
+    passed; meanwhile the price falls through the old stop's level and no stop of ours rests on
+    the venue.
+
+    Root cause: ``venue_stop_clear`` cancels the resting versions before it knows whether every
+    version can be cleared; the monitor then neither sells nor puts a stop back (and does not
+    resolve the unknown version by asking the venue, as the emergency exit does)."""
+    venue = Venue("binance", emulators)
+    positions = open_positions_with_stops(venue, monkeypatch)
+    btc = next(p for p in positions if p.symbol == BTC)
+    (old,) = stops_of(btc)
+    state = state_of(btc)
+    venue.control.set_price(BTC, (state.entry_price + state.trail_distance * 2).quantize(CENT))
+    venue.control.add_fault({"method": "POST", "path": "/api/v3/order/cancelReplace", "times": 1,
+                             "action": "http_status", "status": 503})
+    stop_monitor_run(gateway=venue.gateway)
+    old.refresh_from_db()
+    new = stops_of(btc)[-1]
+    assert new.replaces_id == old.pk and new.status == OrderStatus.SUBMIT_UNKNOWN
+    assert old.status == OrderStatus.ACCEPTED and old.client_order_id in venue.resting()   # still protects
+
+    # Below the bot-side stop, above the old venue stop: the bot-side stop is hit.
+    bot_stop = state_of(btc).stop_price
+    venue.control.set_price(BTC, ((bot_stop + old.stop_price) / 2).quantize(CENT))
+    for _ in range(3):                               # a minute of monitor passes
+        stop_monitor_run(gateway=venue.gateway)
+    btc.refresh_from_db()
+    sold = btc.status == "closed"
+    protected = any(o.client_order_id in venue.resting() for o in stops_of(btc))
+    assert sold or protected, (f"bot-side stop hit, nothing sold and nothing resting: "
+                               f"{[(o.client_order_id, o.status) for o in stops_of(btc)]}")
