@@ -123,8 +123,8 @@ def test_a_bybit_stop_moved_but_unrecorded_fires_as_a_trailing_stop(
     stop.refresh_from_db()
     assert stop.status == OrderStatus.FILLED and btc.status == "closed"
     assert Order.objects.filter(side="sell", symbol=BTC).exclude(filled_quantity=0).count() == 1
-    assert stop.stop_price == moved_to, "orders.stop_price is not what rests (rested) on the venue"
     assert btc.exit_reason == "TRAILING_STOP"
+    assert stop.stop_price == moved_to, "orders.stop_price is not what rests (rested) on the venue"
 
 
 # --- 3. Binance: the monitor moves a stop while an emergency exit runs -------------------------
