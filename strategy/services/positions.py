@@ -334,6 +334,7 @@ class StopInTheWay:
 
     order: Order
     reason: str
+    clear: bool = True          # False: the exit is given up; only learn whether the stop has fired
 
 
 def position_check(*, position_id: int, last_price: Decimal, rules: MarketRules | None,
@@ -356,15 +357,18 @@ def position_check(*, position_id: int, last_price: Decimal, rules: MarketRules 
             position.save(update_fields=["stop_state", "updated_at"])
         if not check.exit:
             return None
+        if position.exit_attempt >= max_exit_attempts:
+            # Given up (EXIT FAILED was sent): sell nothing - and leave its venue stop alone, the
+            # one thing still protecting it; the caller only asks the venue whether it has fired.
+            log.error("position #%s %s: %s but %s exit attempts failed; not trying again", position.pk,
+                      position.symbol, check.reason_code, position.exit_attempt)
+            stop_on_venue = venue_stops.live_stop(position)
+            return StopInTheWay(stop_on_venue, str(check.reason_code), clear=False) if stop_on_venue else None
         stop_on_venue = venue_stops.live_stop(position)
         if stop_on_venue is not None:
             # Its resting stop reserves the coins: it comes off the venue first (the caller does
             # that outside this transaction, then checks again). If it fired meanwhile, that is the exit.
             return StopInTheWay(stop_on_venue, str(check.reason_code))
-        if position.exit_attempt >= max_exit_attempts:
-            log.error("position #%s %s: %s but %s exit attempts failed; not trying again", position.pk,
-                      position.symbol, check.reason_code, position.exit_attempt)
-            return None
         reason = str(check.reason_code)
         holding = held(position.symbol) if held else None
         quantity = _sell_quantity(position, rules, holding)
@@ -489,10 +493,15 @@ def _monitor(gateway: ExchangeGateway, report: MonitorReport, now: datetime | No
             try:
                 outcome = position_check(position_id=position.pk, last_price=ticker.last, rules=rule, now=now,
                                          held=held)
-                if isinstance(outcome, StopInTheWay):
+                if isinstance(outcome, StopInTheWay) and not outcome.clear:
+                    venue_stops.venue_stop_refresh(order=outcome.order, gateway=gateway)
+                    position_refresh(position_id=position.pk)
+                    outcome = None
+                elif isinstance(outcome, StopInTheWay):
                     # Cancel the venue stop first; only once it is off (and did not fill) sell.
                     cleared = venue_stops.venue_stop_clear(position=position, gateway=gateway,
                                                            reason_code=outcome.reason)
+                    balances = None     # the coins it reserved are free now: read the holding afresh
                     position_refresh(position_id=position.pk)
                     outcome = None
                     if cleared:

@@ -25,14 +25,14 @@ venue's minimum, or the venue refused the stop, the position is *unprotected on 
 (``venue_stop_reason`` says why, in the venue's words): the bot-side stop keeps working, ``/health``,
 ``tbot diagnose`` and the dashboard show it, and the operator is told once per episode, not on
 every pass. A refused stop is asked for again only when its price or quantity changed, or after
-``RETRY_REFUSED_AFTER`` (a halted symbol re-opens).
+``RETRY_REFUSED_AFTER`` (a halted symbol re-opens): one request a minute at most.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
@@ -53,10 +53,13 @@ log = logging.getLogger(__name__)
 P = StrategyPosition.Status
 MIN_MOVE_INTERVAL = timedelta(seconds=30)
 MAX_MOVES_PER_PASS = 5
-RETRY_REFUSED_AFTER = timedelta(minutes=5)
+RETRY_REFUSED_AFTER = timedelta(seconds=60)
 # An emergency exit cancels every resting order and sells; a stop placed meanwhile would reserve
 # the coins it is selling. A run older than this is a crashed one and no longer holds stops back.
 EMERGENCY_RUN_HOLDS_FOR = timedelta(minutes=10)
+# A normal emergency exit takes seconds; one still running after this is shown (and alerted) as
+# leaving positions without their venue stops.
+EMERGENCY_RUN_QUIET_FOR = timedelta(seconds=60)
 SOURCE = OrderEvent.Source.STRATEGY
 
 
@@ -129,9 +132,11 @@ def _mark(position: StrategyPosition, state: str, reason: str = "") -> None:
         position.save(update_fields=[*fields, "updated_at"])
 
 
-def _emergency_exit_running() -> bool:
-    return EmergencyExitRun.objects.filter(finished_at__isnull=True,
-                                           started_at__gte=lifecycle.db_now() - EMERGENCY_RUN_HOLDS_FOR).exists()
+def _emergency_exit_running() -> datetime | None:
+    """When the emergency exit that is running now started, if one is."""
+    return (EmergencyExitRun.objects.filter(finished_at__isnull=True,
+                                            started_at__gte=lifecycle.db_now() - EMERGENCY_RUN_HOLDS_FOR)
+            .order_by("started_at").values_list("started_at", flat=True).first())
 
 
 def _refusal(order: Order) -> str:
@@ -156,7 +161,15 @@ def venue_stop_ensure(*, position_id: int, rules: MarketRules | None, config: St
             resting = live[-1].status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
             _mark(position, VenueStop.PROTECTED if resting else VenueStop.PENDING)
             return None
-        if rules is None or _emergency_exit_running():
+        if rules is None:
+            return None
+        running = _emergency_exit_running()
+        if running is not None:
+            if lifecycle.db_now() - running > EMERGENCY_RUN_QUIET_FOR:
+                _mark(position, VenueStop.UNPROTECTED,
+                      f"an emergency exit started at {running:%Y-%m-%d %H:%M:%S} UTC has not finished; no stop is "
+                      f"placed while it runs (at most {int(EMERGENCY_RUN_HOLDS_FOR.total_seconds() // 60)} "
+                      f"minutes)")
             return None
         if not rules.stop_orders:
             _mark(position, VenueStop.UNPROTECTED, f"{position.venue} offers no stop orders for {position.symbol}")
@@ -213,6 +226,17 @@ def venue_stop_ensure_now(*, position_id: int) -> Order | None:
     return venue_stop_ensure(position_id=position_id, rules=rules, config=config)
 
 
+def venue_stop_refresh(*, order: Order, gateway: ExchangeGateway) -> Order:
+    """Ask the venue about a resting stop and record what it says (it may have fired)."""
+    if order.status not in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+        return order
+    try:
+        return _record(order, gateway, lambda: gateway.fetch_order(order.symbol, order.client_order_id))
+    except VenueError as exc:
+        log.warning("venue stop %s not read now: %s", order.client_order_id, exc)
+        return order
+
+
 def _record(order: Order, gateway: ExchangeGateway, call) -> Order:
     """Run a venue call on a resting stop and record the venue's view of it afterwards. A stop the
     venue no longer has open filled or was canceled meanwhile: read it back and record that."""
@@ -234,8 +258,25 @@ def venue_stop_clear(*, position: StrategyPosition, gateway: ExchangeGateway, re
     A stop that filled meanwhile is recorded (the position closes through it) and True is returned:
     the caller's next look at the position sees what is left to sell, usually nothing. Every live
     version is cleared (a replaced one whose cancel we have not recorded yet included)."""
+    live = [o for o in stop_orders(position) if o.status not in TERMINAL_STATUSES]
+    unsettled = [o for o in live if o.status in (OrderStatus.SUBMITTED, OrderStatus.SUBMIT_UNKNOWN)]
+    if unsettled:
+        # A version whose send is in flight or of unknown outcome may be resting on the venue or
+        # not: ask the venue now. Until every version is known, cancel none of them - taking the
+        # known one off while the unknown one turns out absent would leave the position bare.
+        from trading.services.submission import order_resolve
+
+        for order in unsettled:
+            if order.status == OrderStatus.SUBMIT_UNKNOWN:
+                try:
+                    order_resolve(order_id=order.pk, gateway=gateway)
+                except VenueError as exc:
+                    log.warning("venue stop %s not resolved now: %s", order.client_order_id, exc)
+        live = [o for o in stop_orders(position) if o.status not in TERMINAL_STATUSES]
+        if any(o.status in (OrderStatus.SUBMITTED, OrderStatus.SUBMIT_UNKNOWN) for o in live):
+            return False
     cleared = True
-    for order in [o for o in stop_orders(position) if o.status not in TERMINAL_STATUSES]:
+    for order in live:
         cleared = _clear_one(order, gateway, reason_code) and cleared
     return cleared
 
@@ -331,7 +372,10 @@ def _replace(position: StrategyPosition, order: Order, wanted: StopTarget, gatew
 
     with transaction.atomic():
         position = StrategyPosition.objects.select_for_update().get(pk=position.pk)
-        if position.status != P.OPEN:
+        current = Order.objects.get(pk=order.pk)
+        if position.status != P.OPEN or current.status != OrderStatus.ACCEPTED or _emergency_exit_running():
+            # Sold, taken off for another exit, or an emergency exit is cancelling and selling:
+            # nothing to move any more.
             return False
         try:
             new, created = order_place(

@@ -183,6 +183,7 @@ def test_an_emergency_exit_is_not_undone_by_a_stop_move_of_the_monitor(
     under the row lock that the stop it replaces is still live, and a replacement of a stop that is
     no longer live becomes a plain new stop."""
     venue = Venue("binance", emulators)
+    venue.control.set_balances({"BTC": 0, "ETH": 0, "SOL": 0})    # the account holds only what the bot buys
     positions = open_positions_with_stops(venue, monkeypatch)
     btc = next(p for p in positions if p.symbol == BTC)
     state = state_of(btc)

@@ -303,6 +303,16 @@ def order_apply_venue_order(*, order_id: int, venue_order: VenueOrder, source: s
             learned.append("venue_filled_quantity")
         if learned:
             order.save(update_fields=[*learned, "updated_at"])
+        if (order.type == Order.Type.STOP_MARKET and venue_order.stop_price is not None
+                and venue_order.stop_price != order.stop_price):
+            # The venue triggers at another price than we recorded: a move whose answer was lost
+            # (or a crash before it was recorded). The venue's price is the fact.
+            _append(order, event_type=EventType.STOP_MOVED, source=source, trace_id=order.trace_id,
+                    reason_code=reason_code or "VENUE_STOP_PRICE",
+                    payload={"from": _plain(order.stop_price) if order.stop_price is not None else None,
+                             "stop_price": _plain(venue_order.stop_price)})
+            order.stop_price = venue_order.stop_price
+            order.save(update_fields=["stop_price", "updated_at"])
         terminal = _VENUE_TERMINAL.get(venue_order.status)
         snapshot = {"venue_order_id": venue_order.venue_order_id, "venue_status": venue_order.status,
                     "venue_filled_quantity": venue_order.filled_quantity, "venue": venue_order.raw}

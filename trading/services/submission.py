@@ -155,7 +155,7 @@ def _send_replacement(order: Order, gateway: ExchangeGateway) -> VenueOrder:
     that is no longer live, or a venue without cancel-replace, means a plain placement."""
     old = Order.objects.get(pk=order.replaces_id)
     if old.status in TERMINAL_STATUSES or not gateway.replaces_stops:
-        return gateway.create_order(_request(order))
+        return _place_instead_of(old, order, gateway)
     try:
         done = gateway.replace_stop(order.symbol, old.client_order_id, _request(order))
     except StopReplaceHalfDoneError as exc:
@@ -170,10 +170,22 @@ def _send_replacement(order: Order, gateway: ExchangeGateway) -> VenueOrder:
         _record_replaced(old, None, gateway)
         old.refresh_from_db()
         if old.status == OrderStatus.CANCELED and old.filled_quantity <= 0:
-            return gateway.create_order(_request(order))
+            return _place_instead_of(old, order, gateway)
         raise
     _record_replaced(old, done.canceled, gateway)
     return done.placed
+
+
+def _place_instead_of(old: Order, order: Order, gateway: ExchangeGateway) -> VenueOrder:
+    """The stop to replace is gone without selling. If we took it off for another exit (an
+    emergency exit, a take-profit: a CANCEL_REQUESTED of ours), the new stop is not wanted and
+    nothing is placed. Otherwise (canceled on the venue by an earlier attempt of this very send
+    whose answer was lost, or by hand) the new stop is placed on its own under its client id -
+    Binance refuses a second open order with it, so a late-visible first attempt cannot make two."""
+    if old.events.filter(event_type=EventType.CANCEL_REQUESTED).exists() or old.filled_quantity > 0:
+        raise RejectedError(f"the stop {old.client_order_id} it replaces was taken off for another exit; "
+                            f"nothing placed", venue=gateway.name, code="REPLACED_STOP_GONE")
+    return gateway.create_order(_request(order))
 
 
 def _record_replaced(old: Order, answer: VenueOrder | None, gateway: ExchangeGateway) -> None:
