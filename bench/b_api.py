@@ -110,10 +110,31 @@ def _metrics_select_ms(database_url: str, repeats: int = 20) -> dict[str, Any]:
     return {"sql": METRICS_SELECT, "groups": len(rows), "latency_ms": summary_stats(timings)}
 
 
+def _closed_loop(port: int, path: str, headers: dict[str, str] | None, n: int) -> dict[str, Any]:
+    """One request at a time on one keep-alive connection: the service time without queueing,
+    to tell a slow request from a server that cannot keep up with the open-loop rate."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    timings, statuses = [], {}
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.request("GET", path, headers=headers or {})
+            resp = conn.getresponse()
+            resp.read()
+            timings.append((time.perf_counter() - t0) * 1000)
+            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+    finally:
+        conn.close()
+    return {"requests": n, "statuses": statuses, "latency_ms": summary_stats(timings)}
+
+
 def _endpoint(port: int, path: str, duration: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
     run_load("127.0.0.1", port, path, rate=RATE, duration_s=2, headers=headers)          # warm-up
+    closed = _closed_loop(port, path, headers, 50 if duration < 10 else 200)
     res = run_load("127.0.0.1", port, path, rate=RATE, duration_s=duration, headers=headers)
-    return {"path": path, "rate_per_s": RATE, "duration_s": duration, "sent": res.sent,
+    return {"path": path, "closed_loop": closed, "rate_per_s": RATE, "duration_s": duration, "sent": res.sent,
             "statuses": res.statuses, "all_200": set(res.statuses) == {200} and not res.errors,
             "errors": res.errors[:10], "error_count": len(res.errors),
             "generator_late_sends": res.late_sends, "latency_ms": summary_stats(res.latencies_ms)}
