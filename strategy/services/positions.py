@@ -242,9 +242,12 @@ def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTE
             position.exit_triggered_at = position.exit_triggered_at or emergency.created_at
         nothing_left = position.remaining_quantity <= 0 or position.remaining_quantity < _dust_below(position)
         was = position.status
+        # The monitor closed it as dust the venue would not take (below its minimum order): it
+        # stays closed until something is sold or more is bought - else every pass re-opens it.
+        closed_as_dust = was == P.CLOSED and not exits and em_qty <= 0 and position.quantity == before[1]
         if in_flight:
             position.status = P.CLOSING
-        elif nothing_left and (exits or em_qty > 0):
+        elif (nothing_left and (exits or em_qty > 0)) or closed_as_dust:
             position.status = P.CLOSED
         else:
             position.status = P.OPEN
