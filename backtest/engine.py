@@ -300,6 +300,9 @@ class _Book:
         for s in syms:
             self.balances.setdefault(s.base, ZERO)
         self.fee = spec.fee_rate
+        # As the live opener reads them back from the decision's params (floats in JSON).
+        self.stop_multiple = _d(float(self.cfg.stop_atr_multiple))
+        self.take_profit_r = _d(float(self.cfg.take_profit_r))
         self.slip = spec.slippage_bps / Decimal(10_000)
         self.cash_f = float(self.balances[quote])
         self.qty_f = np.array([float(self.balances[s.base]) for s in syms])
@@ -398,10 +401,9 @@ class _Book:
         self.qty_f[si] = float(self.balances[s.base])
         self.cash_delta[tick] -= float(cost)
         self.qty_delta[si, tick] += float(qty - fee_base)
-        p = self.cfg
         state = PositionStop.for_entry(
-            entry_price=price, atr=_d(s.atr[tick]), stop_atr_multiple=_d(float(p.stop_atr_multiple)),
-            take_profit_r=_d(float(p.take_profit_r)), tick_size=rules.tick_size)
+            entry_price=price, atr=_d(s.atr[tick]), stop_atr_multiple=self.stop_multiple,
+            take_profit_r=self.take_profit_r, tick_size=rules.tick_size)
         pos = _Position(sym=si, entry_tick=tick, quantity=qty, held=qty - fee_base, entry_price=price,
                         entry_fee_quote=fee_base * price, state=state)
         self._find_exit(pos)
@@ -501,6 +503,9 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
             progress(t, n)
             next_report = t + step
         book.advance(t)
+        free = [si for si in candidates if si not in book.positions]      # the others hold: IN_POSITION
+        if not free:
+            continue
         gate_state = GateState(
             close_ms=int(tick_close[t]), timeframe_ms=tf, halted=0 <= book.halt_tick < t,
             halt_reason=Gate.DAILY_LOSS_LIMIT, loss_halted=book.halt_tick == t,
@@ -509,9 +514,7 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
         slots = len(book.positions)
         equity: Decimal | None = None
         free_quote = book.balances[quote]
-        for si in candidates:
-            if si in book.positions:
-                continue                        # IN_POSITION
+        for si in free:
             s = syms[si]
             gate = entry_gate(gate_state, s.name, slots_used=slots)
             if gate is not None:

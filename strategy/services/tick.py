@@ -17,7 +17,9 @@ Order of work (ARCHITECTURE "Data flow of one tick"):
 
 Gates for an entry, in order, each with its reason code: HALTED, DAILY_LOSS_LIMIT,
 VENUE_UNHEALTHY, STALE_DATA (the tick runs too late), UNRESOLVED_ORDERS, COOLDOWN,
-MAX_POSITIONS, NO_MARKET_RULES; then sizing (NO_FREE_BALANCE, BELOW_MIN_NOTIONAL, ...).
+MAX_POSITIONS, NO_MARKET_RULES; then sizing (NO_FREE_BALANCE, BELOW_MIN_NOTIONAL, ...). The
+rules are the pure ``strategy.engines.gates`` (shared with the backtest); this module reads the
+state they look at.
 Redis or PostgreSQL being down makes the tick raise: it fails closed, no entry is placed.
 """
 
