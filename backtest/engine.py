@@ -105,6 +105,17 @@ def _d(x: float) -> Decimal:
     return Decimal(repr(float(x)))
 
 
+def _forward_filled(close: np.ndarray) -> np.ndarray:
+    """Each row with a non-finite close replaced by the last finite one before it (the price a
+    holding is marked at, as the live tick falls back to the last known price)."""
+    ok = np.isfinite(close)
+    if ok.all():
+        return close
+    idx = np.where(ok, np.arange(close.shape[1])[None, :], 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    return np.take_along_axis(close, idx, axis=1)
+
+
 def default_market_rules(symbol: str, reference_price: float) -> MarketRules:
     """The paper venue's rules for ``symbol`` (``trading.exchanges.paper.venue.rules_for``):
     the synthetic market's tick size when the symbol's synthetic price level is that of the data
@@ -294,7 +305,7 @@ class _Book:
         self.cfg = spec.config
         self.syms = syms
         self.quote = quote
-        self.close = close                     # (symbols, ticks)
+        self.close = _forward_filled(close)    # (symbols, ticks): the marking prices
         self.n = close.shape[1]
         self.balances: dict[str, Decimal] = {a: Decimal(v) for a, v in spec.initial_balances.items()}
         for s in syms:
@@ -440,7 +451,7 @@ class _Book:
             start = j + 1
         # Still open after the last candle: sold at its close, after that tick's decisions (tick
         # ``n`` stands for "after the last tick", which ``advance`` never reaches).
-        pos.exit_tick, pos.exit_price, pos.exit_reason = self.n, _d(s.close[self.n - 1]), END_OF_DATA
+        pos.exit_tick, pos.exit_price, pos.exit_reason = self.n, _d(self.close[pos.sym, self.n - 1]), END_OF_DATA
 
     def close_position(self, si: int) -> None:
         pos = self.positions.pop(si)
@@ -557,7 +568,7 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
     cash = float(spec.initial_balances[quote]) + np.cumsum(book.cash_delta)
     qty0 = np.array([float(spec.initial_balances.get(s.base, ZERO)) for s in syms])
     holdings = qty0[:, None] + np.cumsum(book.qty_delta, axis=1)
-    equity_curve = cash + (holdings * close).sum(axis=0)
+    equity_curve = cash + (holdings * book.close).sum(axis=0)
     trades = tuple(sorted(book.trades, key=lambda tr: (tr.entry_time_ms, tr.symbol)))
     result = BacktestResult(
         spec=spec, trades=trades, equity_time_ms=tick_close.astype(np.int64), equity=equity_curve,

@@ -210,3 +210,19 @@ def test_progress_is_reported_from_zero_to_the_total() -> None:
     run_backtest(spec, series, progress=lambda done, total: calls.append((done, total)))
     assert calls[0] == (0, 302) and calls[-1] == (302, 302)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_a_candle_without_a_price_marks_the_holding_at_its_last_price() -> None:
+    # AAA holds through a candle with no close (bad data); BBB enters in that very candle, sized on
+    # an equity that marks AAA at its last price, as the live tick falls back to the last known one.
+    nan = float("nan")
+    spec, series = market({"AAA/USDT": [FLAT, ENTRY, (110.0, 110.0, 109.0, nan, 1.0), HOLD, HOLD],
+                           "BBB/USDT": [FLAT, FLAT, ENTRY, HOLD, HOLD]})
+    sim = simulate(spec, series)
+    assert sim.decision("AAA/USDT", 2) == ("hold", "IN_POSITION")
+    assert sim.decision("BBB/USDT", 2) == ("enter", "ENTRY_SIGNAL")
+    assert np.isfinite(sim.result.equity).all()
+    # AAA still marked at 110: the equity only lost BBB's entry fee (taken in BBB, worth 110 each)
+    bbb = next(t for t in sim.result.trades if t.symbol == "BBB/USDT")
+    assert sim.result.equity[2] == pytest.approx(sim.result.equity[1] - float(bbb.quantity) * 0.001 * 110)
+    assert [t.exit_reason for t in sim.result.trades] == [END_OF_DATA, END_OF_DATA]
