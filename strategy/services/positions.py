@@ -93,13 +93,11 @@ def _stop_levels(order: Order, entry: Decimal) -> PositionStop:
     if decision is None:
         raise LookupError(f"entry order {order.client_order_id} has no decision row for tick {order.tick_id}")
     inputs = decision.inputs
-    atr = Decimal(str(inputs["engine"]["inputs"]["atr"]))
-    multiple = Decimal(str(inputs["params"]["stop_atr_multiple"]))
-    take_profit_r = Decimal(str(inputs["params"]["take_profit_r"]))
-    tick = Decimal(str(inputs["market"]["tick_size"]))
-    stop = round_to_step(entry - multiple * atr, tick)
-    target = round_to_step(entry + take_profit_r * (entry - stop), tick, up=True)
-    return PositionStop.open(entry_price=entry, stop_price=stop, take_profit_price=target, atr_multiple=multiple)
+    return PositionStop.for_entry(
+        entry_price=entry, atr=Decimal(str(inputs["engine"]["inputs"]["atr"])),
+        stop_atr_multiple=Decimal(str(inputs["params"]["stop_atr_multiple"])),
+        take_profit_r=Decimal(str(inputs["params"]["take_profit_r"])),
+        tick_size=Decimal(str(inputs["market"]["tick_size"])))
 
 
 def position_open_from_entry(*, order_id: int) -> StrategyPosition | None:
