@@ -7,10 +7,11 @@ from typing import Any
 from django.db.models import Count, QuerySet
 
 from backtest.models import BacktestRun, BacktestSweep, BacktestTrade
-from infra.clock import datetime_to_ms
+from infra.clock import datetime_to_ms, ms_to_datetime
 from trading.selectors import clamp_limit
 
-__all__ = ["run_get", "run_trade_rows", "runs_list", "sweep_get", "sweep_progress", "sweep_ranking"]
+__all__ = ["run_detail", "run_get", "run_summary", "run_trade_rows", "runs_list", "sweep_get", "sweep_progress",
+           "sweep_ranking"]
 
 
 def runs_list(*, limit: int | None = None, before: int | None = None, status: str | None = None,
@@ -23,7 +24,29 @@ def runs_list(*, limit: int | None = None, before: int | None = None, status: st
         qs = qs.filter(status=status)
     if sweep is not None:
         qs = qs.filter(sweep_id=sweep)
-    return qs.order_by("-id").defer("equity", "spec")[: clamp_limit(limit)]
+    return qs.order_by("-id").defer("equity", "spec", "decisions")[: clamp_limit(limit)]
+
+
+def run_summary(run: BacktestRun) -> dict[str, Any]:
+    """A run as the list shows it (GET /admin/backtests, the dashboard's list)."""
+    return {"id": run.pk, "status": run.status, "source": run.source, "created_by": run.created_by,
+            "created_at": run.created_at, "finished_at": run.finished_at, "sweep_id": run.sweep_id,
+            "segment": run.segment, "universe": run.universe, "timeframe": run.timeframe, "start_at": run.start_at,
+            "end_at": run.end_at, "overrides": run.overrides, "data_source": run.data_source, "metrics": run.metrics,
+            "error": run.error or None}
+
+
+def run_detail(run: BacktestRun, *, max_points: int = 2000) -> dict[str, Any]:
+    """A run with its spec, decisions, trades and equity curve (thinned to about ``max_points``)."""
+    from backtest.report import equity_points
+
+    curve = run.equity or []
+    points = equity_points([p[0] for p in curve], [p[1] for p in curve], max_points=max_points)
+    return {**run_summary(run), "spec": run.spec, "decisions": run.decisions,
+            "candles_processed": run.candles_processed, "final_balances": run.final_balances,
+            "trades": run_trade_rows(run=run),
+            "equity": [{"t": ms_to_datetime(int(t)), "equity": f"{v:.8f}".rstrip("0").rstrip(".")}
+                       for t, v in points]}
 
 
 def run_get(*, run_id: int) -> BacktestRun:

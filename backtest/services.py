@@ -28,8 +28,8 @@ from trading.config_schema import SCHEMA, ConfigValidationError, StrategyConfig,
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "RANKING_METRICS", "BacktestInputError", "RunOutcome", "backtest_run", "spec_build", "spec_from_json",
-    "spec_to_json", "stored_run_execute", "sweep_create",
+    "RANKING_METRICS", "BacktestInputError", "RunOutcome", "backtest_result_store", "backtest_run", "spec_build",
+    "spec_from_json", "spec_to_json", "stored_run_execute", "sweep_create",
 ]
 
 # Metrics a sweep may rank by; higher is better for each (max_drawdown is a negative fraction).
@@ -86,10 +86,10 @@ def spec_from_json(value: Mapping[str, Any]) -> BacktestSpec:
 
 def _execute(spec: BacktestSpec, source: DataSource, progress: Callable[[int, int], None] | None
              ) -> tuple[BacktestResult, dict[str, SymbolSeries]]:
-    from backtest.engine import run_backtest
-
     series = load_series(source, symbols=spec.config.universe, timeframe=spec.config.timeframe,
                          start_ms=spec.start_ms, end_ms=spec.end_ms, warmup=warmup_candles(spec.config))
+    from backtest.engine import run_backtest
+
     try:
         return run_backtest(spec, series, progress=progress), series
     except ValueError as exc:        # the engine names what it cannot run
@@ -147,18 +147,26 @@ def backtest_run(*, spec: BacktestSpec, source: DataSource, overrides: Mapping[s
     ``report_root/run-<id>/``. Bad input raises ``DataError`` / ``BacktestInputError`` before
     anything is written."""
     result, series = _execute(spec, source, progress)
+    run, document = backtest_result_store(result=result, source=source, overrides=overrides, actor=actor,
+                                          trace_id=trace_id)
+    out_dir = Path(report_root) / f"run-{run.pk}"
+    files = report.write_report(out_dir=out_dir, run_id=run.pk, title=f"Backtest #{run.pk}", document=document,
+                                series=series)
+    run.report_dir = str(out_dir.resolve())
+    BacktestRun.objects.filter(pk=run.pk).update(report_dir=run.report_dir)
+    return RunOutcome(run=run, files=files, metrics=document["metrics"])
+
+
+def backtest_result_store(*, result: BacktestResult, source: DataSource, overrides: Mapping[str, Any], actor: str,
+                          trace_id: str = "") -> tuple[BacktestRun, dict[str, Any]]:
+    """Store a finished run (run row, metrics, curve, trades) in one transaction."""
     document = _document(result, source=source, overrides=overrides)
-    run = _new_run(spec=spec, source=source, overrides=overrides, origin="cli", actor=actor,
+    run = _new_run(spec=result.spec, source=source, overrides=overrides, origin="cli", actor=actor,
                    status=BacktestRun.Status.RUNNING, trace_id=trace_id)
     with transaction.atomic():
         run.save()
         _store(run, result, document)
-    out_dir = Path(report_root) / f"run-{run.pk}"
-    files = report.write_report(out_dir=out_dir, run_id=run.pk, title=f"Backtest #{run.pk}", document=document,
-                                series=series)
-    BacktestRun.objects.filter(pk=run.pk).update(report_dir=str(out_dir.resolve()))
-    run.report_dir = str(out_dir.resolve())
-    return RunOutcome(run=run, files=files, metrics=document["metrics"])
+    return run, document
 
 
 def stored_run_execute(*, run_id: int) -> str:
