@@ -235,10 +235,10 @@ class EquityQuerySerializer(serializers.Serializer):
 
 
 class BacktestsQuerySerializer(LimitQuerySerializer):
-    before = StrictIntegerQueryField(required=False, min_value=1, max_value=2**63 - 1,
+    before = StrictIntegerQueryField(required=False, min_value=1, max_value=9_999_999_999,
                                      help_text="Only runs with a smaller id: the next page after the last id seen.")
     status = StrictChoiceField(choices=["pending", "running", "done", "failed"], required=False)
-    sweep = StrictIntegerQueryField(required=False, min_value=1, max_value=2**63 - 1,
+    sweep = StrictIntegerQueryField(required=False, min_value=1, max_value=9_999_999_999,
                                     help_text="Only the runs of this sweep.")
 
 
