@@ -174,7 +174,10 @@ def stored_run_execute(*, run_id: int) -> str:
     already done is left alone; a re-delivered one (its worker died) runs again and replaces
     its results. Bad input marks the run failed with the one-line reason. Returns the status."""
     with transaction.atomic():
-        run = BacktestRun.objects.select_for_update().get(pk=run_id)
+        run = BacktestRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:       # its sweep was deleted while the task waited in the queue
+            log.warning("backtest run %s no longer exists; nothing to do", run_id)
+            return "missing"
         if run.status in (BacktestRun.Status.DONE, BacktestRun.Status.FAILED):
             return run.status
         run.status, run.started_at = BacktestRun.Status.RUNNING, now_utc()
@@ -182,11 +185,18 @@ def stored_run_execute(*, run_id: int) -> str:
     try:
         result, _series = _execute(spec_from_json(run.spec), DataSource.from_json(run.data_source), None)
     except (DataError, BacktestInputError, ConfigValidationError) as exc:
-        BacktestRun.objects.filter(pk=run_id).update(status=BacktestRun.Status.FAILED, finished_at=now_utc(),
-                                                      error=str(exc))
+        _fail(run_id, str(exc))
         return BacktestRun.Status.FAILED
+    except BaseException as exc:      # a bug or a time limit: the sweep must still finish counting
+        _fail(run_id, f"{type(exc).__name__}: {exc}")
+        raise
     _store(run, result, _document(result, source=DataSource.from_json(run.data_source), overrides=run.overrides))
     return BacktestRun.Status.DONE
+
+
+def _fail(run_id: int, error: str) -> None:
+    BacktestRun.objects.filter(pk=run_id).update(status=BacktestRun.Status.FAILED, finished_at=now_utc(),
+                                                  error=error[:2000])
 
 
 # --- sweeps -------------------------------------------------------------------------------------
