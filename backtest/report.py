@@ -384,7 +384,8 @@ def _spec_summary(document: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("from", _iso(spec["start_ms"])), ("to (exclusive)", _iso(spec["end_ms"])),
         ("initial balances", ", ".join(f"{a} {v}" for a, v in spec["initial_balances"].items())),
         ("fee rate", spec["fee_rate"]), ("slippage (bps)", spec["slippage_bps"]),
-        ("parameters changed", ", ".join(f"{k}={v}" for k, v in document.get("overrides", {}).items()) or "none"),
+        ("parameters changed", ", ".join(f"{k}={','.join(v) if isinstance(v, list) else v}"
+                                         for k, v in document.get("overrides", {}).items()) or "none"),
         ("data", document.get("data_source_label", "")),
         ("candles processed", document.get("candles_processed")),
     ]
