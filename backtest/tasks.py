@@ -12,10 +12,12 @@ from celery import shared_task
 
 from backtest.services import stored_run_execute
 
-# A year of 1-minute candles for a few symbols runs in seconds; loading them from PostgreSQL
-# can take longer on a busy machine. Far above either, far below "stuck".
-SOFT_TIME_LIMIT_S = 900
-TIME_LIMIT_S = 960
+# A year of 1-minute candles for a few symbols runs in seconds, loading them from PostgreSQL in
+# tens of seconds. The limits stay under the broker's visibility timeout (300 s,
+# CELERY_BROKER_TRANSPORT_OPTIONS): an unacknowledged task older than that is delivered again,
+# and a run still going then would be done twice. A run that hits the limit is marked failed.
+SOFT_TIME_LIMIT_S = 240
+TIME_LIMIT_S = 270
 
 
 @shared_task(name="backtest.run", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
