@@ -88,11 +88,12 @@ def load_series(source: DataSource, *, symbols: Iterable[str], timeframe: str, s
                 warmup: int) -> dict[str, SymbolSeries]:
     """``warmup`` candles before ``start_ms`` plus every candle in [start_ms, end_ms), per symbol.
 
-    ``start_ms`` is rounded up to the next candle open. Raises ``DataError`` for an empty range,
+    ``start_ms`` is rounded up and ``end_ms`` down to a candle open (``backtest.services.spec_build``
+    does the same, so the spec and the series agree). Raises ``DataError`` for an empty range,
     an unknown symbol, too little warm-up history, a gap, a NaN, an unsorted or repeated row."""
     tf = timeframe_ms(timeframe)
     symbols = list(symbols)
-    start_ms = -(-start_ms // tf) * tf
+    start_ms, end_ms = -(-start_ms // tf) * tf, end_ms // tf * tf      # whole candles only
     if start_ms >= end_ms:
         raise DataError(f"empty date range: start {utc_text(start_ms)} is not before end {utc_text(end_ms)}")
     first_ms = start_ms - warmup * tf
@@ -254,6 +255,11 @@ def _window(series: SymbolSeries, *, source: DataSource, tf: int, timeframe: str
     if not decided:
         raise DataError(f"no {symbol} {timeframe} candles between {utc_text(start_ms)} and {utc_text(end_ms)} in "
                         f"the {source.label()}")
+    last_ms = int(times[(times >= start_ms) & (times < end_ms)][-1])
+    if last_ms + tf < end_ms:
+        raise DataError(f"{symbol}: the {timeframe} candles in the {source.label()} end with the one opening "
+                        f"{utc_text(last_ms)}, before the end {utc_text(end_ms)} (end earlier, or sync / give more "
+                        "candles)")
     before = int(((times >= first_ms) & (times < start_ms)).sum())
     if before < warmup:
         raise DataError(f"{symbol}: only {before} {timeframe} candle(s) before the start {utc_text(start_ms)} in the "

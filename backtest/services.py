@@ -19,10 +19,10 @@ from typing import Any
 from django.db import transaction
 
 from backtest import report
-from backtest.data import DataError, DataSource, load_series, warmup_candles
+from backtest.data import DataError, DataSource, load_series, utc_text, warmup_candles
 from backtest.models import BacktestRun, BacktestSweep, BacktestTrade
 from backtest.types import BacktestResult, BacktestSpec, SymbolSeries
-from infra.clock import ms_to_datetime, now_utc
+from infra.clock import ms_to_datetime, now_utc, timeframe_ms
 from trading.config_schema import SCHEMA, ConfigValidationError, StrategyConfig, config_from_values, config_validate
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ def spec_build(*, base: StrategyConfig, overrides: Mapping[str, Any], start_ms: 
     as strings). Raises ``ConfigValidationError`` or ``BacktestInputError``."""
     values = config_validate(dict(overrides), strict=True) if overrides else {}
     config = replace(base, **values)
+    tf = timeframe_ms(config.timeframe)
+    start_ms, end_ms = -(-start_ms // tf) * tf, end_ms // tf * tf      # whole candles only
+    if start_ms >= end_ms:
+        raise BacktestInputError(f"empty date range: no whole {config.timeframe} candle between "
+                                 f"{utc_text(start_ms)} and {utc_text(end_ms)}")
     quotes = {s.split("/", 1)[1] for s in config.universe}
     if len(quotes) != 1:
         raise BacktestInputError(f"universe {','.join(config.universe)} mixes quote assets "

@@ -79,6 +79,9 @@ def test_missing_columns_unknown_symbols_empty_ranges_and_short_history_are_name
         load_csv(path, start=T0 + 5 * H, end=T0 + 5 * H)
     with pytest.raises(DataError, match="no BTC/USDT 1h candles between 2024-01-02 00:00 UTC and"):
         load_csv(path, start=T0 + 24 * H, end=T0 + 30 * H)
+    with pytest.raises(DataError, match=r"BTC/USDT: the 1h candles in the CSV .*btc.csv end with the one opening "
+                                        r"2024-01-01 11:00 UTC, before the end 2024-01-01 14:00 UTC"):
+        load_csv(path, end=T0 + 14 * H)
     with pytest.raises(DataError, match=r"BTC/USDT: only 3 1h candle\(s\) before the start 2024-01-01 03:00 UTC "
                                         r"in the CSV .*btc.csv; the strategy needs 5 to warm up"):
         load_csv(path, warmup=5)
