@@ -25,3 +25,11 @@ def metric_class(metrics: dict | None, key: str) -> str:
     if not isinstance(value, int | float) or value == 0:
         return ""
     return "pos" if value > 0 else "neg"
+
+
+@register.filter
+def parameters(overrides: dict | None) -> str:
+    """The strategy parameters a run changed (its universe and timeframe have columns of their own)."""
+    items = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in (overrides or {}).items()
+             if k not in ("universe", "timeframe")]
+    return " · ".join(items) or "as the live config"
