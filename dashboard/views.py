@@ -153,13 +153,25 @@ BACKTESTS_PER_PAGE = 50
 @staff
 def backtests(request: HttpRequest) -> HttpResponse:
     from backtest import selectors as backtest_selectors
+    from backtest.models import BacktestSweep
 
-    before = request.GET.get("before")
-    before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
-    runs = list(backtest_selectors.runs_list(limit=BACKTESTS_PER_PAGE, before=before_id))
+    def number(name: str) -> int | None:
+        text = request.GET.get(name)
+        return int(text) if text and text.isdigit() and len(text) < 19 else None
+
+    before_id, sweep_id = number("before"), number("sweep")
+    sweep = ranking = progress = None
+    if sweep_id is not None:
+        try:
+            sweep = backtest_selectors.sweep_get(sweep_id=sweep_id)
+        except BacktestSweep.DoesNotExist:
+            raise Http404(f"no sweep {sweep_id}") from None
+        ranking = backtest_selectors.sweep_ranking(sweep=sweep)
+        progress = backtest_selectors.sweep_progress(sweep=sweep)
+    runs = list(backtest_selectors.runs_list(limit=BACKTESTS_PER_PAGE, before=before_id, sweep=sweep_id))
     return render(request, "dashboard/backtests.html", {
-        "runs": [backtest_selectors.run_summary(r) for r in runs],
-        "next_before": runs[-1].pk if len(runs) == BACKTESTS_PER_PAGE else None})
+        "runs": [backtest_selectors.run_summary(r) for r in runs], "sweep": sweep, "ranking": ranking,
+        "progress": progress, "next_before": runs[-1].pk if len(runs) == BACKTESTS_PER_PAGE else None})
 
 
 @require_GET

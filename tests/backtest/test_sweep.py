@@ -98,6 +98,20 @@ def test_a_walk_forward_grid_sweep_runs_on_the_backtest_worker_and_ranks_in_and_
     # and later, from any terminal
     code, status_out, _ = tbot("--json", "backtest", "sweep-status", str(sweep.pk))
     assert code == 0 and '"finished": 8' in status_out
+    # and on the dashboard: the same ranking, in-sample and out-of-sample side by side
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from backtest.report import format_metric
+
+    get_user_model().objects.create_user("olivia", password="pw-for-the-sweep-page", is_staff=True)
+    browser = Client()
+    browser.login(username="olivia", password="pw-for-the-sweep-page")
+    page = browser.get(f"/dashboard/backtests/?sweep={sweep.pk}").content.decode()
+    assert page.count('<tr data-rank="') == 4
+    first_row = page[page.index('<tr data-rank="1">'):page.index('<tr data-rank="2">')]
+    assert format_metric("sharpe", best["segments"]["out_of_sample"]["metrics"]["sharpe"]) in first_row
+    assert f"ema_trend={best['overrides']['ema_trend']}" in first_row
 
 
 def test_the_backtest_queue_is_its_own(backtest_worker):
