@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -271,7 +270,7 @@ def _sweep(options: dict[str, Any], *, stderr, as_json: bool) -> tuple[dict, str
 
         tf = timeframe_ms(spec.config.timeframe)
         split_ms = split_ms // tf * tf          # on a candle boundary: no candle in both segments
-    sweep = sweep_create(base_spec=replace(spec), source=source, space=space, search=options["search"],
+    sweep = sweep_create(base_spec=spec, source=source, space=space, search=options["search"],
                          samples=options.get("samples"), seed=options["search_seed"], metric=options["metric"],
                          split_ms=split_ms, actor=_actor(options), base_overrides=overrides)
     if not as_json:
