@@ -377,6 +377,19 @@ def _diag_fees() -> list[dict[str, Any]]:
                     client_order_ids=[r["client_order_id"] for r in rows][:20])]
 
 
+def _diag_venue_stops() -> list[dict[str, Any]]:
+    """Open positions whose protective stop is not on the venue: while our processes are down
+    nothing protects them."""
+    from strategy.selectors import positions_unprotected_on_venue
+
+    return [finding("VENUE_STOP_UNPROTECTED", WARNING,
+                    f"position #{p.pk} {p.symbol} has no stop on the venue: {p.venue_stop_reason}",
+                    "the bot-side stop still watches it while the stop monitor runs; a position the venue cannot "
+                    "protect needs an operator's eye during any outage (or an emergency exit)",
+                    position=p.pk, symbol=p.symbol)
+            for p in positions_unprotected_on_venue(venue=settings.VENUE.name)]
+
+
 def _diag_telegram() -> list[dict[str, Any]]:
     from infra.telegram import telegram_enabled, telegram_problems
 
@@ -403,7 +416,8 @@ def diagnose_findings() -> list[dict[str, Any]]:
     findings: list[dict[str, Any]] = []
     for name, check in (("halt", _diag_halt), ("decisions", _diag_decisions), ("health", _diag_health),
                         ("locks", _diag_locks), ("balance", _diag_balance), ("ratelimit", _diag_ratelimit),
-                        ("orders", _diag_orders), ("fees", _diag_fees), ("telegram", _diag_telegram)):
+                        ("orders", _diag_orders), ("fees", _diag_fees), ("venue_stops", _diag_venue_stops),
+                        ("telegram", _diag_telegram)):
         findings.extend(_guard(name, check))
     return findings
 

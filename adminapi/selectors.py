@@ -22,12 +22,12 @@ from django.conf import settings
 
 from infra.clock import hk_day_start_utc, now_utc, to_hk
 from strategy import selectors as strategy_selectors
-from strategy.models import StrategyPosition
+from strategy.models import StrategyPosition, VenueStop
 from strategy.services.portfolio import entry_cost, plain, position_realised_so_far, position_unrealised
 from syncer.selectors import latest_prices
 from trading import selectors as trading_selectors
 from trading.config_schema import SCHEMA, ConfigValidationError, config_get, config_version, stored_rows, to_json
-from trading.models import Order
+from trading.models import TERMINAL_STATUSES, Order, OrderStatus
 from trading.selectors import is_halted, open_orders_count, unresolved_orders_count
 from trading.services.equity import day_pnl
 
@@ -72,6 +72,7 @@ class PositionView:
     stop_price: Decimal | None
     take_profit_price: Decimal | None
     now: datetime
+    venue_stop_order: Order | None = None      # the protective stop live on the venue, if any
 
     @property
     def is_open(self) -> bool:
@@ -83,6 +84,17 @@ class PositionView:
         if not self.is_open:
             return ZERO
         return self.position.remaining_quantity * (self.last_price or self.position.entry_price)
+
+    @property
+    def venue_stop_state(self) -> str:
+        """protected (resting on the venue) | pending (on its way) | unprotected (and why) | none."""
+        live = self.venue_stop_order
+        if not self.is_open:
+            return VenueStop.NONE
+        if live is not None:
+            return VenueStop.PROTECTED if live.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) \
+                else VenueStop.PENDING
+        return VenueStop.UNPROTECTED if self.position.venue_stop == VenueStop.UNPROTECTED else VenueStop.NONE
 
     def as_json(self) -> dict[str, Any]:
         p = self.position
@@ -105,6 +117,13 @@ class PositionView:
             "fee_unvalued": {a: _num(v) for a, v in sorted(self.fee_unvalued.items())},
             "stop_price": _num(self.stop_price),
             "take_profit_price": _num(self.take_profit_price),
+            # The protective stop on the venue: there while our processes are down (or why not).
+            "venue_stop": {
+                "state": self.venue_stop_state,
+                "stop_price": _num(self.venue_stop_order.stop_price) if self.venue_stop_order else None,
+                "client_order_id": self.venue_stop_order.client_order_id if self.venue_stop_order else None,
+                "reason": (p.venue_stop_reason or None) if self.venue_stop_state == VenueStop.UNPROTECTED else None,
+            },
             # How far the price may still fall before the stop / rise before the target, in %
             # of the last price (negative: already through it, the monitor is exiting).
             "stop_distance_pct": (_pct(last - self.stop_price, last)
@@ -144,9 +163,12 @@ def position_views(positions: list[StrategyPosition], *, venue: str, now: dateti
         is_open = p.status != P.CLOSED
         unrealised = position_unrealised(p, last) if is_open and last is not None else None
         stop, target = _stop_levels(p)
+        live_stops = [o for o in exits.get(p.pk, []) if o.type == Order.Type.STOP_MARKET
+                      and o.status not in TERMINAL_STATUSES]
         out.append(PositionView(position=p, last_price=last, unrealised=unrealised,
                                 realised=position_realised_so_far(p) if p.exited_quantity or not is_open else ZERO,
-                                fees=fees, fee_unvalued=unvalued, stop_price=stop, take_profit_price=target, now=now))
+                                fees=fees, fee_unvalued=unvalued, stop_price=stop, take_profit_price=target, now=now,
+                                venue_stop_order=live_stops[-1] if live_stops else None))
     return out
 
 

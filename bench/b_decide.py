@@ -4,6 +4,11 @@ Candles come from ``SyntheticMarket.candle_arrays`` (the same series the paper v
 stacked straight into a ``CandleBatch``. Only the ``decide_entries`` call is timed (best of
 several repeats after a warm-up, to keep a busy machine's hiccups out): candles/s = symbols x 300
 / seconds. Linearity: seconds per symbol at each size relative to the 50-symbol run.
+
+Peer, same run, same batch: the four indicator calls ``decide_entries`` makes (Donchian high,
+volume SMA, trend EMA, ATR over the window it reads), timed alone the same way. Their candles/s
+is the numeric floor of a decision on this CPU; ``decide_candles_per_s`` / that is the share of
+the decision's time the indicators take, which a faster or slower CPU leaves much as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.b_floors import peer_reference
 from bench.common import Target
 
 NAME = "decide"
@@ -35,6 +41,31 @@ def _batch(n_symbols: int):
     batch = CandleBatch(symbols=tuple(f"B{i:04d}/USDT" for i in range(n_symbols)), timeframe_ms=900_000,
                         n_candles=np.full(n_symbols, CANDLES, dtype=np.int64), **stack)
     return batch, int(stack["open_time_ms"][0, -1])
+
+
+def _indicators_only(batch, params) -> None:
+    from strategy.engines import indicators
+
+    w = batch.tail(params.history_candles)
+    with np.errstate(invalid="ignore"):
+        indicators.donchian_high(w.high, params.breakout_lookback)
+        indicators.sma(w.volume, params.volume_sma)
+        indicators.ema(w.close, params.ema_trend)
+        indicators.atr(w.high, w.low, w.close, params.atr_period)
+
+
+def _interleaved_median_s(fns: list, repeats: int) -> list[float]:
+    """Median time of each function, the calls alternating so that a load change on a shared
+    machine hits both alike."""
+    for fn in fns:
+        fn()                                                                       # warm-up
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def run(stack: Any, quick: bool) -> dict[str, Any]:
@@ -66,8 +97,19 @@ def run(stack: Any, quick: bool) -> dict[str, Any]:
         row["cost_per_symbol_vs_50"] = round(row["us_per_symbol_median"] / base, 3)
     # The summary figure is the largest universe (the throughput that matters), median of the repeats.
     largest = sizes[str(SIZES[-1])]
+    batch, last_open = _batch(SIZES[-1])
+    decide_s, peer_s = _interleaved_median_s(
+        [lambda: decide_entries(batch, params, expected_last_open_time_ms=last_open),
+         lambda: _indicators_only(batch, params)], repeats)
+    peer_rate = round(SIZES[-1] * CANDLES / peer_s)
     return {
         "summary": {"decide_candles_per_s": largest["candles_per_s_median"]},
+        # The ratio comes from the interleaved pair (decide, indicators), not from the size loop above.
+        "reference": {"decide_candles_per_s": {
+            **peer_reference(round(SIZES[-1] * CANDLES / decide_s), peer_rate, unit="candles/s",
+                             basis=f"the 4 indicator calls of decide_entries alone on the same {SIZES[-1]}-symbol "
+                                   "batch, timed interleaved with decide_entries (medians)"),
+            "decide_candles_per_s_interleaved": round(SIZES[-1] * CANDLES / decide_s)}},
         "method": "median (and best) wall time of decide_entries over repeats after one warm-up; "
                   f"{CANDLES} candles per symbol (the engine reads the last history_candles={params.history_candles})",
         "repeats": repeats, "sizes": sizes,

@@ -28,6 +28,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from bench.b_floors import Crossing
 from bench.common import Target, say, summary_stats
 from bench.stack import EMULATOR_KEY, EMULATOR_SECRET
 
@@ -37,6 +38,20 @@ TARGETS = [Target("signal_to_wire_p50_ms", "<=", 5, "ms"), Target("signal_to_wir
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 PRICE = {"BTC/USDT": Decimal("20000.00"), "ETH/USDT": Decimal("1500.00"), "SOL/USDT": Decimal("80.00")}
 QTY = {"BTC/USDT": Decimal("0.001"), "ETH/USDT": Decimal("0.01"), "SOL/USDT": Decimal("0.1")}
+# The floors one order crosses between the start stamp (after the decision's COMMIT) and the end
+# stamp (its request arriving at the emulator); bench/README.md "Floors" explains each.
+# tests/bench/test_floors.py counts the claim's statements and the limiter's round trips on the
+# real code; the broker hops were read off Redis MONITOR for one order (kombu's Redis transport).
+CLAIM_STATEMENTS = 5    # lock the order row, the halt's shared advisory lock, read the halt, UPDATE, INSERT SUBMITTING
+BROKER_HOPS = 4         # LPUSH; the waiting worker's BRPOP answer; unacked bookkeeping (MULTI/EXEC); task-received
+LIMITER_CALLS = 1       # the shared rate limiter's acquire: one EVALSHA
+PATH_FLOORS = {"pg_commit": 1,                          # the claim's COMMIT (WAL flush)
+               "pg_roundtrip": 1 + CLAIM_STATEMENTS,    # its BEGIN and statements
+               "redis_rtt": BROKER_HOPS + LIMITER_CALLS,
+               "http_rtt": 1,                           # the request leg (the end stamp is its arrival)
+               "ccxt_sign": 1}
+CROSSINGS = {"signal_to_wire_p50_ms": Crossing(PATH_FLOORS, pct="p50"),
+             "signal_to_wire_p99_ms": Crossing(PATH_FLOORS, pct="p99")}
 RATE_PER_S = 7.5          # < 90 orders per 10.75 s, the limiter's orders_10s budget with its guard
 WARMUP = 15
 

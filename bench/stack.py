@@ -41,6 +41,7 @@ class Stack:
     pg_version: str
     redis_version: str
     procs: list[subprocess.Popen] = field(default_factory=list)
+    floors: dict | None = None          # bench.b_floors.measure(), taken right before the running benchmark
 
     # ------------------------------------------------------------------ processes
     def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,

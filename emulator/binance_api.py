@@ -7,7 +7,7 @@ import hmac
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -28,6 +28,9 @@ _REJECTS: dict[str, tuple[int, str]] = {
     "min_notional": (-1013, "Filter failure: NOTIONAL"),
     "insufficient": (-2010, "Account has insufficient balance for requested action."),
     "would_trigger": (-2010, "Stop price would trigger immediately."),
+    # The matching engine's -2010 messages (errors.md, "Messages for -1010, -2010 and -2011").
+    "halted": (-2010, "Market is closed."),
+    "stops_unsupported": (-2010, "Stop loss orders are not supported for this symbol."),
 }
 # Our type names <-> Binance's. STOP_LOSS is Binance spot's stop-market order.
 _TYPES = {"LIMIT": "limit", "MARKET": "market", "STOP_LOSS": "stop"}
@@ -37,9 +40,12 @@ DEFAULT_ORDERS_PER_10S = 100
 
 
 class BinanceError(Exception):
-    def __init__(self, status: int, code: int, msg: str) -> None:
+    def __init__(self, status: int, code: int, msg: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
-        self.status, self.code, self.msg = status, code, msg
+        self.status, self.code, self.msg, self.data = status, code, msg, data
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "msg": self.msg, **({"data": self.data} if self.data is not None else {})}
 
 
 def _missing(name: str) -> BinanceError:
@@ -109,6 +115,7 @@ class BinanceApi(VenueApi):
             ("POST", "/api/v3/order"): _Route(self.create_order, const(1), True),
             ("GET", "/api/v3/order"): _Route(self.query_order, const(4), True),
             ("DELETE", "/api/v3/order"): _Route(self.cancel_order, const(1), True),
+            ("POST", "/api/v3/order/cancelReplace"): _Route(self.cancel_replace, const(1), True),
             ("GET", "/api/v3/openOrders"): _Route(self.open_orders, by_symbol(6, 80), True),
             ("GET", "/api/v3/allOrders"): _Route(self.all_orders, const(20), True),
             ("GET", "/api/v3/myTrades"): _Route(self.my_trades, const(20), True),
@@ -131,11 +138,11 @@ class BinanceApi(VenueApi):
             if exc.code == -1015:
                 reset = self._orders_10s.reset_at_ms(req.now_ms)
                 headers["Retry-After"] = str(max(1, -(-(reset - req.now_ms) // 1000)))
-            return Response(exc.status, {"code": exc.code, "msg": exc.msg}, headers)
+            return Response(exc.status, exc.body(), headers)
         except Reject as exc:
             code, msg = _REJECTS.get(exc.kind, (-1102, exc.detail))
             return Response(400, {"code": code, "msg": msg}, headers)
-        if (req.method, req.path) == ("POST", "/api/v3/order"):
+        if (req.method, req.path) in (("POST", "/api/v3/order"), ("POST", "/api/v3/order/cancelReplace")):
             headers["X-MBX-ORDER-COUNT-10s"] = str(self._orders_10s.peek(req.now_ms))
             headers["X-MBX-ORDER-COUNT-1d"] = str(self._orders_day.peek(req.now_ms))
         return Response(200, payload, headers)
@@ -244,8 +251,9 @@ class BinanceApi(VenueApi):
             "symbol": m.venue_id, "status": "TRADING", "baseAsset": m.base, "baseAssetPrecision": 8,
             "quoteAsset": m.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
             "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
-                           "TAKE_PROFIT_LIMIT"],
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET",
+                           *(("STOP_LOSS", "STOP_LOSS_LIMIT") if m.stop_orders else ()),
+                           "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
             "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True, "quoteOrderQtyMarketAllowed": True,
             "allowTrailingStop": True, "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False,
@@ -416,6 +424,72 @@ class BinanceApi(VenueApi):
         body["clientOrderId"] = req.params.get("newClientOrderId") or f"cancel{next(self._cancel_ids)}"
         body["transactTime"] = req.now_ms
         return body
+
+    def cancel_replace(self, req: Request) -> dict[str, Any]:
+        """``POST /api/v3/order/cancelReplace``: cancel one order and place another on the same symbol
+        in one request. ``STOP_ON_FAILURE``: when the cancel fails the new order is not attempted
+        (400, -2022); when the cancel succeeds and the new order fails the old one stays canceled
+        (409, -2021). Each answer carries what happened to both halves under ``data``."""
+        market = self._market(req)
+        mode = req.params.get("cancelReplaceMode", "")
+        if not mode:
+            raise _missing("cancelReplaceMode")
+        if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
+            raise BinanceError(400, -1145, "Invalid cancelReplaceMode.")
+        if not req.params.get("cancelOrigClientOrderId") and not req.params.get("cancelOrderId"):
+            raise BinanceError(400, -1102, "Param 'cancelOrigClientOrderId' or 'cancelOrderId' must be sent, but "
+                                           "both were empty/null!")
+        cancel_params = {"symbol": req.params["symbol"],
+                         "origClientOrderId": req.params.get("cancelOrigClientOrderId", ""),
+                         "orderId": req.params.get("cancelOrderId", ""),
+                         "newClientOrderId": req.params.get("cancelNewClientOrderId", "")}
+        new_params = {k: v for k, v in req.params.items() if not k.startswith("cancel")}
+        # Filters are evaluated before anything is canceled: a new order that breaks one leaves
+        # the old order as it was (a plain -1013). What only the matching engine decides (would
+        # trigger immediately, insufficient balance, a closed market) comes after the cancel.
+        self._check_filters(market, new_params)
+        cancel_response: dict[str, Any]
+        try:
+            cancel_response = self.cancel_order(replace(req, params={k: v for k, v in cancel_params.items() if v}))
+            cancel_result = "SUCCESS"
+        except BinanceError as exc:
+            cancel_response, cancel_result = {"code": exc.code, "msg": exc.msg}, "FAILURE"
+        if cancel_result == "FAILURE" and mode == "STOP_ON_FAILURE":
+            raise BinanceError(400, -2022, "Order cancel-replace failed.", {
+                "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED", "cancelResponse": cancel_response,
+                "newOrderResponse": None})
+        try:
+            new_response = self.create_order(replace(req, params=new_params))
+            new_result = "SUCCESS"
+        except BinanceError as exc:
+            new_response, new_result = {"code": exc.code, "msg": exc.msg}, "FAILURE"
+        except Reject as exc:
+            code, msg = _REJECTS.get(exc.kind, (-1102, exc.detail))
+            new_response, new_result = {"code": code, "msg": msg}, "FAILURE"
+        data = {"cancelResult": cancel_result, "newOrderResult": new_result, "cancelResponse": cancel_response,
+                "newOrderResponse": new_response}
+        if new_result == "FAILURE":
+            if cancel_result == "FAILURE":
+                raise BinanceError(400, -2022, "Order cancel-replace failed.", data)
+            raise BinanceError(409, -2021, "Order cancel-replace partially failed.", data)
+        return data
+
+    @staticmethod
+    def _check_filters(market: MarketSpec, params: dict[str, str]) -> None:
+        try:
+            qty = Decimal(params.get("quantity") or "0")
+            stop = Decimal(params["stopPrice"]) if params.get("stopPrice") else None
+            price = Decimal(params["price"]) if params.get("price") else None
+        except InvalidOperation:
+            raise BinanceError(400, -1100, "Illegal characters found in a parameter.") from None
+        for level in (stop, price):
+            if level is not None and (level <= 0 or level % market.tick_size != 0):
+                raise BinanceError(400, *_REJECTS["price_filter"])
+        if qty < market.min_qty or qty % market.lot_step != 0:
+            raise BinanceError(400, *_REJECTS["lot_size"])
+        reference = stop or price or market.price
+        if qty * reference < market.min_notional:
+            raise BinanceError(400, *_REJECTS["min_notional"])
 
     def open_orders(self, req: Request) -> list[dict[str, Any]]:
         symbol = self._market(req).symbol if req.params.get("symbol") else None

@@ -89,6 +89,27 @@ class EmulatorControl:
         self._call("POST", "balances", {"balances": {k: _text(v) for k, v in balances.items()},
                                         "replace": replace})
 
+    def set_market(self, symbol: str, *, stop_orders: bool | None = None, halted: bool | None = None) -> None:
+        """What a market offers from now on (unset arguments stay as they are):
+
+        * ``stop_orders=False``: no stop orders on it. Binance lists its ``orderTypes`` without
+          STOP_LOSS / STOP_LOSS_LIMIT (so a gateway that loads markets sees it) and refuses one
+          with -2010 "Stop loss orders are not supported for this symbol."; Bybit refuses a
+          conditional order on it with 170227 "This feature is not supported.".
+        * ``halted=True``: trading halted. New orders and stop amends are refused (Binance -2010
+          "Market is closed.", Bybit 170151 "The trading pair is not open yet"); nothing trades,
+          so resting orders wait (prices may still be set) and fill when ``halted=False`` resumes
+          trading at the price of the moment; cancels and reads go on. The listing keeps saying TRADING, as in the
+          moments before the venue's market list shows a halt, so the venue's refusal is what a
+          gateway with fresh or cached rules meets.
+        """
+        body: dict[str, Any] = {"symbol": symbol}
+        if stop_orders is not None:
+            body["stop_orders"] = stop_orders
+        if halted is not None:
+            body["halted"] = halted
+        self._call("POST", "market", body)
+
     def set_fee_rate(self, rate: Number) -> None:
         self._call("POST", "fee_rate", {"rate": _text(rate)})
 

@@ -63,6 +63,8 @@ class MarketSpec:
     min_notional: Decimal
     price: Decimal             # current price, settable
     anchor: Decimal            # reference price of the generated klines; never changes after start
+    stop_orders: bool = True   # takes stop-market orders (Binance STOP_LOSS, Bybit spot conditional)
+    halted: bool = False       # trading halted: nothing matches, new orders and amends refused, cancels work
 
     @property
     def venue_id(self) -> str:
@@ -239,6 +241,19 @@ class Book:
                 market.price = dec(price)
                 self._match(market, now)
 
+    def set_market(self, symbol: str, *, stop_orders: bool | None = None, halted: bool | None = None) -> MarketSpec:
+        """Change what a market offers: stop orders at all, trading at all (a halt)."""
+        market = self.market(symbol)
+        with self.lock:
+            if stop_orders is not None:
+                market.stop_orders = stop_orders
+            if halted is not None:
+                market.halted = halted
+                if not halted:
+                    # Trading resumes at the price of the moment: whatever it reached fills now.
+                    self._match(market, self.clock.now_ms())
+            return market
+
     def match_all(self) -> None:
         """Fill whatever crosses at the current prices, including held partial-fill remainders."""
         with self.lock:
@@ -259,6 +274,10 @@ class Book:
             now = self.clock.now_ms()
             if force_duplicate or client_id in self.by_client_id:
                 raise Reject("duplicate", client_id)
+            if market.halted:
+                raise Reject("halted", market.symbol)
+            if type == "stop" and not market.stop_orders:
+                raise Reject("stops_unsupported", market.symbol)
             if type == "limit":
                 if price is None or qty is None:
                     raise Reject("bad_param", "limit orders need price and quantity")
@@ -320,6 +339,42 @@ class Book:
             self.open_by_symbol[market.symbol].pop(order.id, None)
             return order
 
+    def amend_stop(
+        self, *, symbol: str, stop_price: Decimal, order_id: int | None = None, client_id: str | None = None,
+    ) -> Order:
+        """Move a resting stop's trigger in place: same ids, same quantity, same direction. A
+        trigger the price has already reached from that direction is refused, as when placing."""
+        market = self.market(symbol)
+        with self.lock:
+            order = self._find(market, order_id, client_id)
+            if order is None:
+                raise Reject("not_found", f"order {order_id or client_id}")
+            if order.status == "filled":
+                raise Reject("filled", f"order {order.id}")
+            if not order.is_open:
+                raise Reject("canceled", f"order {order.id}")
+            if order.type != "stop" or order.triggered:
+                raise Reject("not_amendable", f"order {order.id} is not a resting stop")
+            if market.halted:
+                raise Reject("halted", market.symbol)
+            if stop_price <= 0 or stop_price % market.tick_size != 0:
+                raise Reject("price_filter", f"stop price {stop_price} is not a multiple of {market.tick_size}")
+            if market.price <= stop_price if order.trigger_direction == "fall" else market.price >= stop_price:
+                raise Reject("would_trigger", f"{order.trigger_direction}: stop {stop_price}, last {market.price}")
+            if order.remaining * stop_price < market.min_notional:
+                raise Reject("min_notional", f"notional {order.remaining * stop_price} below {market.min_notional}")
+            if order.side == "buy":
+                # A buy stop reserves quote at its trigger price: move the reservation with it.
+                difference = order.remaining * (stop_price - order.lock_price)
+                if difference > 0:
+                    self._reserve(market, "buy", difference)
+                else:
+                    self._release(market, "buy", -difference)
+                order.lock_price = stop_price
+            order.stop_price = stop_price
+            order.updated_ms = self.clock.now_ms()
+            return order
+
     def get(self, *, symbol: str, order_id: int | None = None, client_id: str | None = None) -> Order | None:
         market = self.market(symbol)
         with self.lock:
@@ -353,6 +408,7 @@ class Book:
                 "trades": [f.as_dict() for fills in self.fills_by_symbol.values() for f in fills],
                 "balances": {a: {"free": plain(r[0]), "locked": plain(r[1])} for a, r in self.balances.items()},
                 "prices": {s: plain(m.price) for s, m in self.markets.items()},
+                "markets": {s: {"stop_orders": m.stop_orders, "halted": m.halted} for s, m in self.markets.items()},
                 "fee_rate": plain(self.fee_rate),
             }
 
@@ -423,6 +479,8 @@ class Book:
             order.status = "partially_filled"
 
     def _match(self, market: MarketSpec, now: int) -> None:
+        if market.halted:
+            return                  # nothing trades on a halted market; resting orders wait
         for order in sorted(self.open_by_symbol[market.symbol].values(), key=lambda o: o.id):
             if not self._crosses(order, market):
                 continue

@@ -150,6 +150,16 @@ class Emulator:
         if route == ("POST", "balances"):
             self.book.set_balances(body["balances"], replace=bool(body.get("replace", False)))
             return {"ok": True}
+        if route == ("POST", "market"):
+            unknown = set(body) - {"symbol", "stop_orders", "halted"}
+            if unknown:
+                raise ControlError(f"unknown market field(s) {sorted(unknown)}; known: symbol, stop_orders, halted")
+            flags = {k: body[k] for k in ("stop_orders", "halted") if k in body}
+            for key, value in flags.items():
+                if not isinstance(value, bool):
+                    raise ControlError(f"{key} must be a boolean, got {value!r}")
+            market = self.book.set_market(str(body["symbol"]), **flags)
+            return {"ok": True, "symbol": market.symbol, "stop_orders": market.stop_orders, "halted": market.halted}
         if route == ("POST", "fee_rate"):
             self.book.set_fee_rate(dec(body["rate"]))
             return {"ok": True}

@@ -88,5 +88,21 @@ def check_health() -> tuple[bool, dict]:
         "failing": failing,
         "components": components,
         "processes": processes,
+        "warnings": _warnings() if components["database"]["ok"] else [],
     }
     return healthy, report
+
+
+def _warnings() -> list[dict]:
+    """Not failures of the system (the status stays 200) but what an operator must know: open
+    positions without their protective stop on the venue, and why."""
+    # Deliberately upward (and lazy), as for the venue above.
+    from strategy.selectors import positions_unprotected_on_venue
+
+    try:
+        positions = positions_unprotected_on_venue(venue=settings.VENUE.name)
+    except Exception as exc:      # /health must answer whatever the read model does
+        return [{"code": "WARNINGS_UNAVAILABLE", "detail": f"{type(exc).__name__}: {exc}"[:300]}]
+    return [{"code": "VENUE_STOP_UNPROTECTED", "position": p.pk, "symbol": p.symbol,
+             "detail": f"position #{p.pk} {p.symbol} has no stop on the venue: {p.venue_stop_reason}"}
+            for p in positions]

@@ -33,6 +33,15 @@ class StrategyDecision(models.Model):
         return f"{self.tick_id} {self.symbol} {self.decision} {self.reason_code}"
 
 
+class VenueStop(models.TextChoices):
+    """Whether a position has its protective stop on the venue."""
+
+    NONE = "none"                  # not applicable: venue stops are off, or the position is not open
+    PENDING = "pending"            # placed, the venue has not confirmed it yet
+    PROTECTED = "protected"        # resting on the venue
+    UNPROTECTED = "unprotected"    # the venue does not offer it or refused it; the bot-side stop still works
+
+
 class StrategyPosition(models.Model):
     """One long position, opened by the fills of one entry order and closed by exit orders.
 
@@ -70,6 +79,13 @@ class StrategyPosition(models.Model):
     opened_at = models.DateTimeField()
     exit_triggered_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The protective stop kept on the venue (strategy/services/venue_stops.py). Its orders are the
+    # position's stop-market sells (tick id ``P<id>``, client intent ``stop<version>``).
+    venue_stop = models.CharField(max_length=12, choices=VenueStop.choices, default=VenueStop.NONE)
+    venue_stop_reason = models.TextField(blank=True, default="")      # why unprotected, in the venue's words
+    venue_stop_version = models.PositiveIntegerField(default=0)        # stop orders placed so far
+    venue_stop_alerted = models.BooleanField(default=False)            # the operator was told it is unprotected
+    venue_stop_moved_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import Max, QuerySet
 
 from strategy.engines import ExitReason
-from strategy.models import StrategyDecision, StrategyPosition
+from strategy.models import StrategyDecision, StrategyPosition, VenueStop
 from trading.models import TERMINAL_STATUSES, Order
 from trading.selectors import clamp_limit
 
@@ -18,6 +18,12 @@ STOP_EXITS = (str(ExitReason.STOP_LOSS), str(ExitReason.TRAILING_STOP))
 def positions_active(*, venue: str) -> QuerySet[StrategyPosition]:
     """Open and closing positions (holdings we still answer for), oldest first."""
     return StrategyPosition.objects.filter(venue=venue, status__in=[P.OPEN, P.CLOSING]).order_by("opened_at", "id")
+
+
+def positions_unprotected_on_venue(*, venue: str) -> list[StrategyPosition]:
+    """Open positions whose protective stop is not on the venue (``venue_stop_reason`` says why)."""
+    return list(StrategyPosition.objects.filter(venue=venue, status=P.OPEN, venue_stop=VenueStop.UNPROTECTED)
+                .order_by("opened_at", "id"))
 
 
 def positions_closed_since(*, venue: str, since: datetime) -> QuerySet[StrategyPosition]:

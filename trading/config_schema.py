@@ -113,6 +113,13 @@ SCHEMA: dict[str, KeySpec] = {
                 minimum=1, maximum=100),
         KeySpec("max_submit_attempts", "int", 5, "Sends of one client order id before giving up.",
                 minimum=1, maximum=20),
+        KeySpec("venue_stops", "choice", "on",
+                "Keep a protective stop-market sell on the venue for every open position, so a position "
+                "keeps its stop while our workers, broker, database or host are down.", choices=("on", "off")),
+        KeySpec("venue_stop_step_pct", "decimal", D("0.5"),
+                "Move the venue stop up once the trailing stop is this many % above it (fewer venue "
+                "requests; the bot-side stop covers the gap meanwhile).",
+                minimum=D(0), maximum=D(20), exclusive_minimum=True),
     )
 }
 
@@ -137,6 +144,8 @@ class StrategyConfig:
     cooldown_candles: int
     stale_data_after_candles: int
     max_submit_attempts: int
+    venue_stops: str
+    venue_stop_step_pct: Decimal
     version: int = 0
 
     def as_json(self) -> dict[str, Any]:

@@ -124,6 +124,9 @@ class Order(models.Model):
     # Fees charged in an asset that is neither base nor quote (BNB) and not yet valued in quote:
     # {asset: amount}. Never counted as quote; reports and ``tbot diagnose`` show them.
     fee_unvalued = models.JSONField(default=dict, blank=True)
+    # A protective stop sent as the replacement of another in one venue request (Binance
+    # cancelReplace): the send cancels ``replaces`` and places this order together.
+    replaces = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -40,7 +40,9 @@ from strategy import selectors
 from strategy.engines import ExitReason, PositionStop, evaluate_exit, round_to_step
 from strategy.models import StrategyPosition
 from strategy.params import STRATEGY_NAME
+from strategy.services import venue_stops
 from strategy.services.portfolio import entry_cost, plain
+from trading.config_schema import ConfigValidationError, config_get
 from trading.exchanges.base import ExchangeGateway, MarketRules
 from trading.exchanges.errors import VenueError
 from trading.exchanges.factory import gateway_or_default
@@ -133,7 +135,9 @@ def _close(position: StrategyPosition, *, reason: str) -> None:
 
 def _notify_closed(position: StrategyPosition) -> None:
     trace_id = position.exit_trace_id or position.trace_id
-    _telegram(text=(f"AlphaSniper: position #{position.pk} {position.symbol} CLOSED ({position.exit_reason}). "
+    by_venue_stop = position.exit_order is not None and position.exit_order.type == Order.Type.STOP_MARKET
+    how = f" by its stop on the venue ({position.exit_order.client_order_id})" if by_venue_stop else ""
+    _telegram(text=(f"AlphaSniper: position #{position.pk} {position.symbol} CLOSED ({position.exit_reason}){how}. "
                     f"Sold {plain(position.exited_quantity)} bought at {plain(position.entry_price)}; realised PnL "
                     f"{position.realised_pnl:.2f}."), trace_id=trace_id, reason_code=position.exit_reason or "CLOSED")
 
@@ -214,12 +218,23 @@ def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTE
         em_qty, em_proceeds = _emergency_shares(position)
         position.exited_quantity = own_qty + em_qty
         position.exit_proceeds = own_proceeds + em_proceeds
-        in_flight = [o for o in own_orders if o.status not in TERMINAL_STATUSES]
-        ended = [o for o in own_orders if o.status in TERMINAL_STATUSES]
+        # A protective stop resting on the venue (or a version of it replaced or refused without
+        # selling anything) is not an exit: it neither makes the position "closing" nor counts as
+        # an exit attempt. Once it sells, it is the exit.
+        exits = [o for o in own_orders if not venue_stops.is_resting_stop(o)]
+        in_flight = [o for o in exits if o.status not in TERMINAL_STATUSES]
+        ended = [o for o in exits if o.status in TERMINAL_STATUSES and o.type != Order.Type.STOP_MARKET]
         # Never lowered: the monitor may have given up (EXIT_FAILED) with fewer exits ended.
         position.exit_attempt = max(position.exit_attempt, len(ended))
-        if own_orders:
-            position.exit_order = own_orders[-1]
+        if exits:
+            position.exit_order = exits[-1]
+        fired = next((o for o in exits if o.type == Order.Type.STOP_MARKET), None)
+        sold_by_market = any(o.filled_quantity > 0 for o in exits if o.type != Order.Type.STOP_MARKET)
+        if fired is not None and not sold_by_market:
+            # The venue's stop sold it: the same reason the bot-side monitor would have given.
+            position.exit_reason = venue_stops.stop_exit_reason(fired, position)
+            position.exit_trace_id = fired.trace_id
+            position.exit_triggered_at = position.exit_triggered_at or fired.updated_at
         emergency = _emergency_exit_for(position) if em_qty > 0 else None
         if emergency is not None and not in_flight:
             position.exit_reason = EMERGENCY_EXIT
@@ -229,7 +244,7 @@ def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTE
         was = position.status
         if in_flight:
             position.status = P.CLOSING
-        elif nothing_left and (own_orders or em_qty > 0):
+        elif nothing_left and (exits or em_qty > 0):
             position.status = P.CLOSED
         else:
             position.status = P.OPEN
@@ -313,11 +328,21 @@ def _sell_quantity(position: StrategyPosition, rules: MarketRules | None, held: 
     return round_to_step(quantity, rules.lot_step) if rules else quantity
 
 
+@dataclass(frozen=True)
+class StopInTheWay:
+    """An exit is due but the position's protective stop still rests on the venue."""
+
+    order: Order
+    reason: str
+    clear: bool = True          # False: the exit is given up; only learn whether the stop has fired
+
+
 def position_check(*, position_id: int, last_price: Decimal, rules: MarketRules | None,
                    now: datetime | None = None, max_exit_attempts: int = MAX_EXIT_ATTEMPTS,
-                   held: Callable[[str], Decimal | None] | None = None) -> Order | None:
+                   held: Callable[[str], Decimal | None] | None = None) -> Order | StopInTheWay | None:
     """Ratchet the trailing stop with ``last_price``; on a stop / target hit place the one exit
-    order of this attempt and alert, all in one transaction. Returns the exit order if placed."""
+    order of this attempt and alert, all in one transaction. Returns the exit order if placed, or
+    ``StopInTheWay`` when the position's venue stop must be canceled before anything is sold."""
     with transaction.atomic():
         position = StrategyPosition.objects.select_for_update().get(pk=position_id)
         if position.status != P.OPEN:
@@ -333,9 +358,17 @@ def position_check(*, position_id: int, last_price: Decimal, rules: MarketRules 
         if not check.exit:
             return None
         if position.exit_attempt >= max_exit_attempts:
+            # Given up (EXIT FAILED was sent): sell nothing - and leave its venue stop alone, the
+            # one thing still protecting it; the caller only asks the venue whether it has fired.
             log.error("position #%s %s: %s but %s exit attempts failed; not trying again", position.pk,
                       position.symbol, check.reason_code, position.exit_attempt)
-            return None
+            stop_on_venue = venue_stops.live_stop(position)
+            return StopInTheWay(stop_on_venue, str(check.reason_code), clear=False) if stop_on_venue else None
+        stop_on_venue = venue_stops.live_stop(position)
+        if stop_on_venue is not None:
+            # Its resting stop reserves the coins: it comes off the venue first (the caller does
+            # that outside this transaction, then checks again). If it fired meanwhile, that is the exit.
+            return StopInTheWay(stop_on_venue, str(check.reason_code))
         reason = str(check.reason_code)
         holding = held(position.symbol) if held else None
         quantity = _sell_quantity(position, rules, holding)
@@ -427,6 +460,13 @@ def _monitor(gateway: ExchangeGateway, report: MonitorReport, now: datetime | No
         log.warning("market rules unavailable (%s); exits use the held quantity as is", exc)
         rules = {}
     balances: dict[str, Decimal] | None = None
+    try:
+        config = config_get()
+    except ConfigValidationError as exc:
+        # The bot-side stops below never depend on the config; only the venue stops wait for it.
+        log.error("config invalid (%s): venue stops are not placed or moved this pass", exc)
+        config = None
+    budget = venue_stops.MoveBudget()
 
     def held(symbol: str) -> Decimal | None:
         """Free base-asset balance, fetched once per pass and only when an exit needs it."""
@@ -449,17 +489,37 @@ def _monitor(gateway: ExchangeGateway, report: MonitorReport, now: datetime | No
                 log.warning("no price for %s (%s); its stop is checked next pass", position.symbol, exc)
                 continue
             report.checked += 1
+            rule = rules.get(position.symbol)
             try:
-                order = position_check(position_id=position.pk, last_price=ticker.last,
-                                       rules=rules.get(position.symbol), now=now, held=held)
+                outcome = position_check(position_id=position.pk, last_price=ticker.last, rules=rule, now=now,
+                                         held=held)
+                if isinstance(outcome, StopInTheWay) and not outcome.clear:
+                    venue_stops.venue_stop_refresh(order=outcome.order, gateway=gateway)
+                    position_refresh(position_id=position.pk)
+                    outcome = None
+                elif isinstance(outcome, StopInTheWay):
+                    # Cancel the venue stop first; only once it is off (and did not fill) sell.
+                    cleared = venue_stops.venue_stop_clear(position=position, gateway=gateway,
+                                                           reason_code=outcome.reason)
+                    balances = None     # the coins it reserved are free now: read the holding afresh
+                    position_refresh(position_id=position.pk)
+                    outcome = None
+                    if cleared:
+                        again = position_check(position_id=position.pk, last_price=ticker.last, rules=rule, now=now,
+                                               held=held)
+                        outcome = again if isinstance(again, Order) else None
+                if outcome is None and config is not None:
+                    venue_stops.venue_stop_ensure(position_id=position.pk, rules=rule, config=config)
+                    venue_stops.venue_stop_follow(position_id=position.pk, gateway=gateway, rules=rule,
+                                                  config=config, budget=budget)
             except Exception as exc:
                 # One position's trouble (e.g. the broker refusing the submit task after commit)
                 # must not stop the others' stops; the order sweeper re-sends committed orders.
                 log.exception("stop check of position #%s failed", position.pk)
                 report.errors[position.symbol] = f"{type(exc).__name__}: {exc}"[:300]
                 continue
-            if order is not None:
-                report.exits.append(order.client_order_id)
+            if outcome is not None:
+                report.exits.append(outcome.client_order_id)
 
 
 def positions_refresh_for_order(*, order_id: int) -> None:
@@ -470,9 +530,13 @@ def positions_refresh_for_order(*, order_id: int) -> None:
     if order.intent == Order.Intent.ENTRY:
         position = StrategyPosition.objects.filter(entry_order=order).first()
         if position is None:
-            position_open_from_entry(order_id=order_id)
-            return
-        position_refresh(position_id=position.pk)
+            position = position_open_from_entry(order_id=order_id)
+        else:
+            position = position_refresh(position_id=position.pk)
+        if position is not None and position.status == P.OPEN:
+            # The entry's fill is known: its protective stop goes to the venue now, not at the
+            # monitor's next pass.
+            venue_stops.venue_stop_ensure_now(position_id=position.pk)
         return
     if order.side != Order.Side.SELL:
         return

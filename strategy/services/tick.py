@@ -288,7 +288,7 @@ def _decide(gw: ExchangeGateway, ctx: _Context, params: dict[str, Any], signal: 
         "sync": {k: sym_sync.get(k) for k in ("lag_candles", "missing_count", "stale", "error")},
         "market": None if rules is None else {
             "tick_size": str(rules.tick_size), "lot_step": str(rules.lot_step), "min_qty": str(rules.min_qty),
-            "min_notional": str(rules.min_notional)},
+            "min_notional": str(rules.min_notional), "stop_orders": rules.stop_orders},
         "account": None if ctx.account is None else ctx.account.as_json(),
         "daily_pnl": None if ctx.daily is None else ctx.daily.as_json(),
         "gate": None, "sizing": None, "client_order_id": None,

@@ -54,7 +54,8 @@ def test_config_lists_every_key_with_default_type_and_range(api):
     assert set(keys) == {"universe", "timeframe", "breakout_lookback", "volume_sma", "volume_multiplier", "ema_trend",
                          "atr_period", "stop_atr_multiple", "take_profit_r", "risk_per_trade",
                          "max_position_notional", "max_open_positions", "daily_loss_limit", "cooldown_candles",
-                         "stale_data_after_candles", "max_submit_attempts"}
+                         "stale_data_after_candles", "max_submit_attempts", "venue_stops",
+                         "venue_stop_step_pct"}
     assert keys["risk_per_trade"]["value"] == "0.005"
     assert (keys["risk_per_trade"]["minimum"], keys["risk_per_trade"]["maximum"]) == ("0", "0.05")
     assert keys["risk_per_trade"]["exclusive_minimum"] is True

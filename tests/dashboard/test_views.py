@@ -103,3 +103,19 @@ def test_chart_data_is_plotly_json_with_an_entry_marker(operator):
     names = [t.get("name") for t in body["symbols"]["BTC/USDT"]["data"]]
     assert names[0] == "candles" and "entry" in names and "stop" in names
     assert body["equity"]["layout"]["xaxis"]["title"]["text"] == "time (HKT)"
+
+
+def test_a_position_without_its_stop_on_the_venue_says_so_and_why(operator):
+    from strategy.models import StrategyPosition
+
+    protected = history.filled_entry(symbol="BTC/USDT")
+    exposed = history.filled_entry(symbol="ETH/USDT", price="3000", atr="10")
+    # What the venue-stop service records (strategy/services/venue_stops.py) when the venue refuses.
+    StrategyPosition.objects.filter(pk=exposed.pk).update(
+        venue_stop="unprotected", venue_stop_reason="the venue refused stop X: -2010: Market is closed.")
+    html = operator.get("/dashboard/").content.decode()
+    row = html[html.index(f'data-position="{exposed.pk}"'):]
+    row = row[:row.index("</tr>")]
+    assert "UNPROTECTED" in row and "Market is closed." in row
+    other = html[html.index(f'data-position="{protected.pk}"'):]
+    assert "UNPROTECTED" not in other[:other.index("</tr>")]

@@ -1,6 +1,10 @@
-"""Positions and the stop monitor, end to end on the paper venue with real Celery submission
-(eager) and real PostgreSQL / Redis: entry fill -> position -> stop / trailing stop / take-profit
--> exactly one exit order -> Telegram with trace id and reason code -> closed with PnL."""
+"""Positions and the bot-side stop monitor, end to end on the paper venue with real Celery
+submission (eager) and real PostgreSQL / Redis: entry fill -> position -> stop / trailing stop /
+take-profit -> exactly one exit order -> Telegram with trace id and reason code -> closed with PnL.
+
+These run with ``venue_stops`` off: the monitor's own exits are what protects a position the venue
+cannot (no stop orders for the symbol, a refused stop). ``test_venue_stops.py`` reuses the fixtures
+with venue stops on."""
 
 from __future__ import annotations
 
@@ -11,18 +15,14 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from infra.clock import hk_day_start_utc, ms_to_datetime, now_ms, tick_id_for
+from infra.clock import hk_day_start_utc
 from infra.models import TelegramOutbox
 from strategy.engines import PositionStop, round_to_step
 from strategy.models import StrategyDecision, StrategyPosition
 from strategy.services import positions as positions_module
 from strategy.services.positions import stop_monitor_run
 from strategy.services.summary import daily_summary_send
-from strategy.services.tick import tick_run
-from tests.strategy.test_tick import TF, UNIVERSE, configure, scripted_market
-from tests.support.markets import ManualClock, paper_gateway
 from trading.client_ids import make_client_order_id
-from trading.config_schema import config_get
 from trading.models import Order, OrderStatus
 from trading.services import lifecycle
 from trading.services.control import trading_halt
@@ -33,41 +33,9 @@ BTC = "BTC/USDT"
 
 
 @pytest.fixture
-def eager_celery():
-    from alphasniper_project.celery import app
-
-    before = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = before
-
-
-@pytest.fixture
-def venue(redis_client, monkeypatch, eager_celery):
-    configure(universe=UNIVERSE, timeframe="1m")
-    # The order path stamps fills with the venue's clock and looks them up from the order's
-    # creation time (wall clock), so this market's time axis ends at the current minute.
-    close = now_ms() // TF * TF
-    clock = ManualClock(close + 1_000)
-    source = scripted_market(close=close)
-    gw = paper_gateway(source=source, clock=clock, universe=lambda: config_get().universe)
-    monkeypatch.setattr("trading.exchanges.factory._gateway", gw)
-    return gw, source, clock
-
-
-@pytest.fixture
-def opened(venue):
-    """The tick enters BTC; the entry fills on submission, and its fills open the position at once
-    (positions are a projection of fills); the monitor finds it open and nothing to sell."""
-    gw, source, clock = venue
-    tick_run(tick_id=tick_id_for(ms_to_datetime(clock() // TF * TF)), gateway=gw, now_ms=clock())
-    entry = Order.objects.get(intent="entry")
-    assert entry.status == OrderStatus.FILLED
-    position = StrategyPosition.objects.get()
-    assert position.status == "open" and position.quantity > 0
-    report = stop_monitor_run(gateway=gw)
-    assert report.opened == [] and report.exits == []
-    return gw, source, clock, position
+def venue_stops():
+    """The bot-side monitor alone (what a position the venue cannot protect relies on)."""
+    return "off"
 
 
 def price(source, value) -> None:

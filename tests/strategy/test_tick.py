@@ -93,6 +93,7 @@ def test_a_tick_decides_every_symbol_and_enters_with_a_deterministic_client_id(w
     assert btc.inputs["sizing"]["cap"] == "MAX_POSITION_NOTIONAL"
     assert Decimal(btc.inputs["sizing"]["notional"]) <= config_get().max_position_notional
     assert btc.inputs["account"]["equity"] == "10000" and btc.inputs["client_order_id"] == cid
+    assert btc.inputs["market"]["stop_orders"] is True        # the venue offers stops on BTC/USDT
     assert len({d.trace_id for d in rows.values()}) == 3
 
 

@@ -28,6 +28,17 @@ the docstring says so and the model takes the reading that is harder on our code
   stop at or above the market is refused ("Stop price would trigger immediately", as Binance
   -2010 and our gateways; ``trading/exchanges/base.py``). Status words follow facts §1.1 and
   §2.1: EXPIRED for a market order's unfilled rest, CANCELED even when partially filled.
+* **Moving stops** (``amends_stops``, ``amend_stop``). bybit amends a conditional order's
+  trigger in place (order/amend: same orderLinkId, same quantity); the price checks are
+  ``BybitGateway``'s own before sending (off the tick, at/above the market), then the venue's
+  codes: 170213 no such order, 170139 filled, 170142 canceled (all ``OrderNotFoundError``).
+  binance has no in-place amend (cancelReplace makes a new client id): ``amends_stops`` is
+  False and ``amend_stop`` raises ``NotImplementedError``, as ``BinanceGateway``.
+* **Market conditions** (``set_market``, as the emulator's control). ``stop_orders=False``:
+  binance's rules say so (``MarketRules.stop_orders``, from orderTypes) and a stop is refused
+  before sending; bybit's rules cannot say it, the venue refuses (170227). ``halted=True``:
+  new orders and amends refused (-2010 "Market is closed." / 170151), nothing trades until
+  trading resumes, then resting orders fill at the price of the moment.
 * **Balances.** free / locked per asset; placing reserves, filling and canceling release;
   a shortfall is ``InsufficientFundsError`` (Binance -2010 "Account has insufficient balance
   for requested action.", Bybit 170131; facts §1.4, §2.4). Filter failures use the venues'
@@ -89,7 +100,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -107,6 +118,7 @@ from trading.exchanges.base import (
     VenueTrade,
     last_look_veto,
     stop_order_problem,
+    stop_price_problem,
 )
 from trading.exchanges.errors import (
     DuplicateClientOrderIdError,
@@ -148,6 +160,9 @@ _WORDS: dict[str, dict[str, tuple[str | None, str]]] = {
         "price_filter": ("-1013", "Filter failure: PRICE_FILTER"),
         "min_notional": ("-1013", "Filter failure: NOTIONAL"),
         "would_trigger": ("-2010", "Stop price would trigger immediately."),
+        "halted": ("-2010", "Market is closed."),
+        # BinanceGateway refuses a stop on a symbol whose orderTypes lack STOP_LOSS before sending.
+        "stops_unsupported": ("stop_orders", "binance does not offer stop orders on this symbol"),
         "bad_param": ("-1102", "Mandatory parameter was not sent, was empty/null, or malformed."),
         "bad_client_id": ("-1100", "Illegal characters found in parameter 'newClientOrderId'; "
                                    "legal range is '^[a-zA-Z0-9-_]{1,36}$'."),
@@ -168,6 +183,11 @@ _WORDS: dict[str, dict[str, tuple[str | None, str]]] = {
         "price_filter": ("170134", "Order price has too many decimals."),
         "min_notional": ("170140", "Order value exceeded lower limit."),
         "would_trigger": ("would_trigger", "Stop price would trigger immediately."),
+        "halted": ("170151", "The trading pair is not open yet"),
+        "stops_unsupported": ("170227", "This feature is not supported."),
+        "filled": ("170139", "Order has been filled."),
+        "canceled": ("170142", "Order has been canceled"),
+        "not_amendable": ("170312", "The current order does not support modification"),
         "bad_param": ("10001", "params error"),
         "bad_client_id": ("10001", "params error: orderLinkId"),
         "bad_symbol": ("10001", "params error: symbol invalid"),
@@ -292,6 +312,12 @@ class ModelVenue(ExchangeGateway):
         self._fee_mode = "default"
         self._next_trade_delay_s: float | None = None
         self._banned_until: float | None = None
+        self._halted: set[str] = set()
+        # Symbols without stop orders. Binance lists that in the market rules (orderTypes) and its
+        # gateway refuses before sending; Bybit lists nothing and refuses at the venue.
+        self._no_stops = {symbol for symbol, rules in self._markets.items() if not rules.stop_orders}
+        # Bybit moves a conditional order's trigger in place (order/amend); Binance cannot.
+        self.amends_stops = name == "bybit"
         self._seq = itertools.count(1)
         self._order_ids = itertools.count(1_000 if name == "binance" else 1_900_000_000_000_000_001)
         self._trade_ids = itertools.count(5_000)
@@ -305,6 +331,21 @@ class ModelVenue(ExchangeGateway):
             self._rules(symbol)
             self._prices[symbol] = Decimal(str(price))
             self._match(symbol, now)
+
+    def set_market(self, symbol: str, *, stop_orders: bool | None = None, halted: bool | None = None) -> None:
+        """What a market offers from now on, as the emulator's control of the same name:
+        ``stop_orders=False`` refuses stops on it (and Binance's rules say so); ``halted=True``
+        refuses new orders and amends and trades nothing until ``halted=False`` resumes trading
+        at the price of the moment."""
+        with self._lock:
+            now = self._enter(venue_call=False)
+            self._rules(symbol)
+            if stop_orders is not None:
+                (self._no_stops.discard if stop_orders else self._no_stops.add)(symbol)
+            if halted is not None:
+                (self._halted.add if halted else self._halted.discard)(symbol)
+                if not halted:
+                    self._match(symbol, now)
 
     def set_fee_mode(self, mode: str) -> None:
         """Fee asset of orders created from now on: "default" | "quote" | "BNB"."""
@@ -391,7 +432,8 @@ class ModelVenue(ExchangeGateway):
     def load_markets(self) -> dict[str, MarketRules]:
         with self._lock:
             self._enter()
-            return dict(self._markets)
+            return {symbol: replace(rules, stop_orders=self.name == "bybit" or symbol not in self._no_stops)
+                    for symbol, rules in self._markets.items()}
 
     def fetch_closed_candles(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 500,
@@ -481,6 +523,41 @@ class ModelVenue(ExchangeGateway):
                 code, message = self._words("not_found")
                 raise OrderNotFoundError(f"cancel_order: {message}", venue=self.name, code=code)
             self._finish(order, VenueOrderStatus.CANCELED, _ms(now))
+            return self._venue_order(order)
+
+    def amend_stop(self, symbol: str, client_order_id: str, stop_price: Decimal) -> VenueOrder:
+        """Bybit's order/amend of a conditional order, as ``BybitGateway.amend_stop`` reports it:
+        the price checks are the gateway's own (before sending), the rest the venue's codes."""
+        if not self.amends_stops:
+            raise NotImplementedError(f"{self.name} does not amend stops in place (amends_stops is False)")
+        with self._lock:
+            self._enter()
+            rules = self._rules(symbol)
+            problem = stop_price_problem(stop_price, rules.tick_size)
+            if problem:
+                raise self._reject("bad_param", problem)
+            current = self._price(symbol)
+            if current <= stop_price:
+                raise self._reject("would_trigger", f"(stop {stop_price}, last {current})")
+        last_look_veto(self.name)
+        with self._lock:
+            now = self._enter()
+            mine = [o for o in self._by_client_id.get(client_order_id, ()) if o.symbol == symbol]
+            order = mine[-1] if mine else None
+            if order is None or not order.is_open:
+                what = ("not_found" if order is None else
+                        "filled" if order.status is VenueOrderStatus.FILLED else "canceled")
+                code, message = self._words(what)
+                raise OrderNotFoundError(f"amend_stop: {message}", venue=self.name, code=code)
+            if order.type is not OrderType.STOP_MARKET:
+                raise self._reject("not_amendable", client_order_id)
+            if symbol in self._halted:
+                raise self._reject("halted", symbol)
+            if order.remaining * stop_price < rules.min_notional:
+                raise self._reject("min_notional", f"(notional {order.remaining * stop_price}, "
+                                                   f"min {rules.min_notional})")
+            order.stop_price = stop_price
+            order.updated_ms = _ms(now)
             return self._venue_order(order)
 
     def fetch_open_orders(self, symbol: str) -> list[VenueOrder]:
@@ -582,6 +659,10 @@ class ModelVenue(ExchangeGateway):
                 raise self._reject("price_filter", f"(price {request.price}, tick {rules.tick_size})")
         elif request.price is not None:
             raise self._reject("bad_param", f"a {request.type.value} order takes no limit price")
+        if request.symbol in self._halted:
+            raise self._reject("halted", request.symbol)
+        if request.type is OrderType.STOP_MARKET and request.symbol in self._no_stops:
+            raise self._reject("stops_unsupported", request.symbol)
         current = self._price(request.symbol)
         if request.type is OrderType.STOP_MARKET and current <= request.stop_price:
             raise self._reject("would_trigger", f"(stop {request.stop_price}, last {current})")
@@ -643,6 +724,8 @@ class ModelVenue(ExchangeGateway):
         return price <= order.price if order.side is Side.BUY else price >= order.price
 
     def _match(self, symbol: str, now: float) -> None:
+        if symbol in self._halted:
+            return                             # nothing trades on a halted market; resting orders wait
         price = self._prices[symbol]
         for order in [o for o in self._orders if o.symbol == symbol and o.is_open]:
             if order.type is OrderType.MARKET or not self._crosses(order, price):

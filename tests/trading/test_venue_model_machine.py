@@ -191,16 +191,27 @@ class MoneyPath(RuleBasedStateMachine):
                 order_resolve(order_id=order_id, gateway=self.venue, grace=GRACE)
             reconcile(gateway=self.venue, symbols=[BTC], full=True)
             positions_sync(venue=self.venue.name)
-        # Every order is terminal, or reported as unresolved.
+        venue_orders = {vo.client_order_id: vo for vo in self.venue.all_orders()}
+        # Every order is terminal, reported as unresolved, or an open position's protective stop
+        # resting on the venue - one per position, for no more than it holds.
+        open_positions = {f"P{p.pk}": p for p in StrategyPosition.objects.filter(status="open")}
+        resting: dict[str, int] = {}
         for order in Order.objects.exclude(status__in=TERMINAL_STATUSES):
+            position = open_positions.get(order.tick_id)
+            on_venue = venue_orders.get(order.client_order_id)
+            if (order.type == "stop_market" and order.status == OrderStatus.ACCEPTED and position is not None
+                    and on_venue is not None and on_venue.status == "open"):
+                resting[order.tick_id] = resting.get(order.tick_id, 0) + 1
+                assert order.quantity <= position.remaining_quantity, (order, position)
+                continue
             assert order.status == OrderStatus.PENDING and is_halted().halted or \
                 order.events.filter(event_type="RESOLUTION_FAILED").exists(), (order, order.status)
+        assert all(n == 1 for n in resting.values()), resting
         # Fills and fees equal those recomputed from the venue's trades.
         trades = self.venue.all_trades()
         by_venue_id = {}
         for t in trades:
             by_venue_id.setdefault(t.venue_order_id, []).append(t)
-        venue_orders = {vo.client_order_id: vo for vo in self.venue.all_orders()}
         for order in Order.objects.all():
             vo = venue_orders.get(order.client_order_id)
             mine = by_venue_id.get(vo.venue_order_id, []) if vo else []

@@ -54,6 +54,10 @@ class MarketRules:
     lot_step: Decimal                  # quantity increment
     min_qty: Decimal
     min_notional: Decimal              # price * qty must be >= this
+    # Whether this symbol takes stop-market sells (Binance lists them per symbol in exchangeInfo
+    # ``orderTypes``; a symbol without STOP_LOSS is refused). Defaults to True so that rules
+    # recorded before the field existed read as they behaved then.
+    stop_orders: bool = True
 
 
 def round_to_step(value: Decimal, step: Decimal, *, up: bool = False) -> Decimal:
@@ -134,6 +138,14 @@ class VenueOrder:
 
 
 @dataclass(frozen=True)
+class StopReplacement:
+    """What a venue's cancel-replace did: the old order as canceled, the new one as placed."""
+
+    canceled: VenueOrder
+    placed: VenueOrder
+
+
+@dataclass(frozen=True)
 class VenueTrade:
     trade_id: str                      # venue's trade / execution id: the idempotency key of a fill
     venue_order_id: str
@@ -157,9 +169,14 @@ def stop_order_problem(request: OrderRequest, tick_size: Decimal) -> str | None:
         return "stop orders are sell-only (protective stops on spot holdings)"
     if request.price is not None:
         return "a stop-market order takes no limit price"
-    stop = request.stop_price
-    if stop is None or stop <= 0 or stop % tick_size != 0:
-        return f"stop price {stop} is not a positive multiple of the tick {tick_size}"
+    return stop_price_problem(request.stop_price, tick_size)
+
+
+def stop_price_problem(stop_price: Decimal | None, tick_size: Decimal) -> str | None:
+    """Why ``stop_price`` cannot be a stop's trigger on a market with ``tick_size``, or None.
+    Placing and amending a stop ask the same question."""
+    if stop_price is None or stop_price <= 0 or stop_price % tick_size != 0:
+        return f"stop price {stop_price} is not a positive multiple of the tick {tick_size}"
     return None
 
 
@@ -247,3 +264,33 @@ class ExchangeGateway(abc.ABC):
     @abc.abstractmethod
     def server_time_ms(self) -> int:
         """The venue's clock, for skew checks."""
+
+    # Whether ``amend_stop`` moves a resting stop in place on this venue. Where it does not
+    # (Binance: cancelReplace gives the new order a new client id), a stop is moved by a cancel
+    # and a new order with a new client id.
+    amends_stops: bool = False
+
+    def amend_stop(self, symbol: str, client_order_id: str, stop_price: Decimal) -> VenueOrder:
+        """Move the trigger of a resting stop-market sell IN PLACE: same client id, same quantity.
+
+        Returns the venue's order after the change (``stop_price`` is the new one). The same
+        checks as placing a stop: a price off the tick, or at/above the market (it would trigger
+        at once), is ``RejectedError``. An order that is not open any more (filled, canceled) or
+        never existed is ``OrderNotFoundError``; an unknown outcome is ``OutcomeUnknownError``.
+        Only where ``amends_stops`` is True; elsewhere ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{self.name} does not amend stops in place (amends_stops is False)")
+
+    # Whether the venue replaces an order by another in one request (Binance ``cancelReplace``):
+    # the old order is canceled and the new one placed by the venue, with no moment between the
+    # two requests of a cancel-then-place.
+    replaces_stops: bool = False
+
+    def replace_stop(self, symbol: str, cancel_client_order_id: str, request: OrderRequest) -> StopReplacement:
+        """Cancel the resting stop ``cancel_client_order_id`` and place ``request`` (a stop-market sell
+        under a new client id) in ONE venue request; the new order is attempted only if the cancel
+        succeeded. ``OrderNotFoundError``: the old order was not open (filled, canceled) and nothing
+        was placed. ``StopReplaceHalfDoneError``: the old one was canceled, the new one refused.
+        Any other ``RejectedError``: nothing changed. ``OutcomeUnknownError``: resolve by querying
+        both client ids. Only where ``replaces_stops`` is True; elsewhere ``NotImplementedError``."""
+        raise NotImplementedError(f"{self.name} does not replace orders in one request (replaces_stops is False)")

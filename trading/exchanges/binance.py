@@ -14,6 +14,7 @@ from trading.exchanges.base import (
     MarketRules,
     OrderRequest,
     OrderType,
+    StopReplacement,
     Ticker,
     VenueOrder,
     VenueOrderStatus,
@@ -26,7 +27,12 @@ from trading.exchanges.ccxt_gateway import (
     positive_or_none,
     to_decimal,
 )
-from trading.exchanges.errors import OrderNotFoundError, OutcomeUnknownError
+from trading.exchanges.errors import (
+    OrderNotFoundError,
+    OutcomeUnknownError,
+    RejectedError,
+    StopReplaceHalfDoneError,
+)
 
 _STATUS = {
     "NEW": VenueOrderStatus.OPEN,
@@ -101,6 +107,8 @@ class BinanceGateway(CcxtGateway):
             quote=info["quoteAsset"], tick_size=clean_decimal(price_filter.get("tickSize")),
             lot_step=clean_decimal(lot.get("stepSize")), min_qty=clean_decimal(lot.get("minQty")),
             min_notional=clean_decimal(notional.get("minNotional")),
+            # Binance lists the order types per symbol; ccxt refuses a STOP_LOSS the list lacks.
+            stop_orders="STOP_LOSS" in (info.get("orderTypes") or ()),
         )
 
     def fetch_closed_candles(
@@ -162,6 +170,55 @@ class BinanceGateway(CcxtGateway):
         if not isinstance(raw, dict) or "orderId" not in raw:
             raise OutcomeUnknownError(f"create_order: unexpected answer {str(raw)[:200]}", venue=self.name)
         return self._parse_order(raw)
+
+    # Binance cannot move a stop in place; it replaces one order by another in one request
+    # (``cancelReplace``), the new order under a new client id. Callers move Binance stops that way.
+    amends_stops = False
+    replaces_stops = True
+
+    def amend_stop(self, symbol: str, client_order_id: str, stop_price: Decimal) -> VenueOrder:
+        raise NotImplementedError("binance cannot move a stop in place: replace_stop (cancelReplace) places the "
+                                  "moved stop under a new client id")
+
+    def replace_stop(self, symbol: str, cancel_client_order_id: str, request: OrderRequest) -> StopReplacement:
+        """``POST /api/v3/order/cancelReplace`` with ``cancelReplaceMode=STOP_ON_FAILURE``: the new
+        stop is placed only if the old one was canceled, both by the matching engine in one request."""
+        self._check_order_request(request)
+        if request.type is not OrderType.STOP_MARKET:
+            raise RejectedError("replace_stop: only a stop-market order replaces a stop", venue=self.name,
+                                code="stop_price")
+        params = {"symbol": self._venue_symbol(symbol), "side": "SELL", "type": "STOP_LOSS",
+                  "cancelReplaceMode": "STOP_ON_FAILURE", "cancelOrigClientOrderId": cancel_client_order_id,
+                  "newClientOrderId": request.client_order_id, "quantity": str(request.quantity),
+                  "stopPrice": str(request.stop_price), "newOrderRespType": "FULL"}
+        try:
+            self._call("replace_stop", lambda: self._ex.privatePostOrderCancelReplace(params), write=True)
+        except RejectedError as exc:
+            raise self._replace_failure(exc) from None
+        raw = self._json_or_unknown("replace_stop", write=True)
+        if not isinstance(raw, dict) or not isinstance(raw.get("newOrderResponse"), dict) \
+                or not isinstance(raw.get("cancelResponse"), dict):
+            raise OutcomeUnknownError(f"replace_stop: unexpected answer {str(raw)[:200]}", venue=self.name)
+        return StopReplacement(canceled=self._parse_order(raw["cancelResponse"]),
+                               placed=self._parse_order(raw["newOrderResponse"]))
+
+    def _replace_failure(self, exc: RejectedError) -> RejectedError:
+        """What a refused cancelReplace left behind, from the halves its answer reports (``data``)."""
+        body = self._last.body if self._last is not None else None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            return exc            # refused before either half ran (a filter, a bad parameter): nothing changed
+        new_error = data.get("newOrderResponse") or {}
+        if data.get("cancelResult") == "FAILURE":
+            cancel_error = data.get("cancelResponse") or {}
+            return OrderNotFoundError(f"replace_stop: the stop to replace is not open "
+                                      f"({cancel_error.get('msg', exc.message)}); nothing placed",
+                                      venue=self.name, code=str(cancel_error.get("code", exc.code)))
+        canceled = data.get("cancelResponse")
+        return StopReplaceHalfDoneError(
+            f"replace_stop: the old stop was canceled but the new one refused: {new_error.get('msg', exc.message)}",
+            venue=self.name, code=str(new_error.get("code", exc.code)),
+            canceled=self._parse_order(canceled) if isinstance(canceled, dict) and "orderId" in canceled else None)
 
     def fetch_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         params = {"symbol": self._venue_symbol(symbol), "origClientOrderId": client_order_id}

@@ -19,6 +19,7 @@ from trading.exchanges.base import (
     VenueOrder,
     VenueOrderStatus,
     VenueTrade,
+    stop_price_problem,
 )
 from trading.exchanges.ccxt_gateway import (
     CcxtGateway,
@@ -57,7 +58,9 @@ class BybitGateway(CcxtGateway):
     # 10000 "server timeout", 10016 "server error": Bybit does not know the outcome either.
     unknown_outcome_codes = frozenset({"10000", "10016"})
     insufficient_codes = frozenset({"110004", "110007", "110012", "170131", "170033"})
-    not_found_codes = frozenset({"110001", "170213"})
+    # 170139 "Order has been filled." / 170142 "Order has been canceled": an amend (or cancel) of
+    # an order that is no longer open - for us, no open order with that id.
+    not_found_codes = frozenset({"110001", "170213", "170139", "170142"})
     rate_limit_codes = frozenset({"10006", "10018"})
     duplicate_codes = frozenset({"110072", "170141"})
 
@@ -181,7 +184,7 @@ class BybitGateway(CcxtGateway):
         ccxt_type = request.type.value
         params = {"orderLinkId": request.client_order_id}
         if request.type is OrderType.STOP_MARKET:
-            self._refuse_stop_at_or_above_market(request)
+            self._refuse_stop_at_or_above_market(request.symbol, request.stop_price)
             # ccxt sends a spot market order with a trigger price as a conditional order
             # (orderFilter=StopOrder&triggerPrice=...); Bybit picks its direction itself.
             ccxt_type = "market"
@@ -201,14 +204,44 @@ class BybitGateway(CcxtGateway):
             raw=result, stop_price=request.stop_price,
         )
 
-    def _refuse_stop_at_or_above_market(self, request: OrderRequest) -> None:
+    def _refuse_stop_at_or_above_market(self, symbol: str, stop_price: Decimal | None) -> None:
         """Binance refuses a sell stop that would trigger at once; Bybit would instead read a
         trigger above the market as "when the price rises to" — a different order. Refuse it
         here, as Binance and the paper venue do. One extra read; stops are not latency-bound."""
-        last = self.fetch_ticker(request.symbol).last
-        if request.stop_price is not None and last <= request.stop_price:
-            raise RejectedError(f"Stop price would trigger immediately: stop {request.stop_price}, last {last}",
+        last = self.fetch_ticker(symbol).last
+        if stop_price is not None and last <= stop_price:
+            raise RejectedError(f"Stop price would trigger immediately: stop {stop_price}, last {last}",
                                 venue=self.name, code="would_trigger")
+
+    amends_stops = True
+
+    def amend_stop(self, symbol: str, client_order_id: str, stop_price: Decimal) -> VenueOrder:
+        """``POST /v5/order/amend`` with the new ``triggerPrice``: the conditional order keeps its
+        orderLinkId and quantity. Bybit answers with ids only, so the order is read back."""
+        rule = self._rule(symbol)
+        problem = stop_price_problem(stop_price, rule.tick_size)
+        if problem:
+            raise RejectedError(problem, venue=self.name, code="stop_price")
+        # Bybit keeps a conditional order's direction on amend, so a trigger moved to or above the
+        # market would fire at once (or be refused); refuse it here, as when placing.
+        self._refuse_stop_at_or_above_market(symbol, stop_price)
+        params = {"category": "spot", "symbol": rule.venue_symbol, "orderLinkId": client_order_id,
+                  "triggerPrice": str(stop_price)}
+        self._call("amend_stop", lambda: self._ex.privatePostV5OrderAmend(params), write=True)
+        result = self._result("amend_stop", write=True)
+        if not result.get("orderId"):
+            raise OutcomeUnknownError(f"amend_stop: answer without orderId: {str(result)[:200]}", venue=self.name)
+        try:
+            order = self.fetch_order(symbol, client_order_id)
+        except TransientError as exc:
+            # The amend was accepted, but what the order looks like now (it may even have fired
+            # since) is unknown until it is read: the caller resolves it by fetch_order.
+            raise OutcomeUnknownError(f"amend_stop: accepted, but reading the order back failed: {exc}",
+                                      venue=self.name) from exc
+        if order is None:
+            raise OutcomeUnknownError(f"amend_stop: accepted, but the venue then listed no order {client_order_id}",
+                                      venue=self.name)
+        return order
 
     def fetch_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         # Open orders are in "realtime", finished ones in "history". Orders only move from open to

@@ -131,7 +131,7 @@ class HttpExchange:
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError)
 _GUARDED_READS = ("load_markets", "fetch_closed_candles", "fetch_ticker", "fetch_balances", "fetch_order",
                   "fetch_open_orders", "fetch_my_trades", "server_time_ms")
-_GUARDED_WRITES = ("create_order", "cancel_order")
+_GUARDED_WRITES = ("create_order", "cancel_order", "amend_stop", "replace_stop")
 
 
 def _shape_guard(fn: Callable[..., T], operation: str, *, write: bool) -> Callable[..., T]:
@@ -425,6 +425,9 @@ class CcxtGateway(ExchangeGateway, abc.ABC):
         problem = stop_order_problem(request, rule.tick_size)
         if problem:
             raise RejectedError(problem, venue=self.name, code="stop_price")
+        if request.type is OrderType.STOP_MARKET and not rule.stop_orders:
+            raise RejectedError(f"{self.name} does not offer stop orders on {request.symbol}", venue=self.name,
+                                code="stop_orders")
         if request.type is OrderType.LIMIT:
             if request.price is None or request.price <= 0 or request.price % rule.tick_size != 0:
                 raise RejectedError(f"limit price {request.price} is not a positive multiple of the tick "

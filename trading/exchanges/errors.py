@@ -57,6 +57,15 @@ class OrderNotFoundError(RejectedError):
     """The venue has no order with this id."""
 
 
+class StopReplaceHalfDoneError(RejectedError):
+    """A cancel-replace canceled the old order but the venue refused the new one (Binance 409,
+    -2021): nothing rests now. ``canceled`` is the venue's answer for the old order, if it sent one."""
+
+    def __init__(self, message: str, *, canceled: object | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)
+        self.canceled = canceled
+
+
 class InsufficientFundsError(RejectedError):
     """Not enough free balance for the order."""
 

@@ -122,7 +122,7 @@ def request_budgets(
         weight_limit = limit("weight_per_minute", BINANCE_WEIGHT_PER_MINUTE)
         if weight_limit is not None:
             items.append((Budget("weight_1m", weight_limit, 60_000, 1_000, 1_000), float(weight)))
-        if (method or "").upper() == "POST" and path == "/api/v3/order":
+        if (method or "").upper() == "POST" and path in ("/api/v3/order", "/api/v3/order/cancelReplace"):
             orders = limit("orders_per_10s", BINANCE_ORDERS_PER_10S)
             if orders is not None:
                 items.append((Budget("orders_10s", orders, 10_000, 250, 500), 1.0))

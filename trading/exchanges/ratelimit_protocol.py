@@ -29,13 +29,16 @@ Weights (``request_weight``):
   POST /api/v3/order          1 (also counts 1 order)
   GET /api/v3/order           4
   DELETE /api/v3/order        1
+  POST /api/v3/order/cancelReplace  1 (also counts 1 order)
   GET /api/v3/openOrders      6 (one symbol)
   GET /api/v3/myTrades        20
   ==========================  =======
 
 * Bybit counts *requests* per UID per endpoint per second (spot: order/create and order/cancel
   20/s; order/realtime, order/history, execution/list and wallet-balance 50/s) and per IP
-  (600 per 5 s, breaking it is a 403 lasting >= 10 minutes). Every Bybit request has weight 1;
+  (600 per 5 s, breaking it is a 403 lasting >= 10 minutes). order/amend (moving a venue stop)
+  shares the spot trade limit of 20/s but is counted per endpoint, so a burst of stop moves
+  cannot use up the budget of order/create or order/cancel. Every Bybit request has weight 1;
   ``BYBIT_LIMITS_PER_SECOND`` gives the per-endpoint budgets for a limiter that keys by path.
 """
 
@@ -53,6 +56,7 @@ BINANCE_WEIGHTS: dict[tuple[str, str], float] = {
     ("POST", "/api/v3/order"): 1,
     ("GET", "/api/v3/order"): 4,
     ("DELETE", "/api/v3/order"): 1,
+    ("POST", "/api/v3/order/cancelReplace"): 1,
     ("GET", "/api/v3/openOrders"): 6,
     ("GET", "/api/v3/myTrades"): 20,
 }
@@ -63,6 +67,7 @@ BINANCE_ORDERS_PER_10S = 100
 BYBIT_LIMITS_PER_SECOND: dict[str, int] = {
     "/v5/order/create": 20,
     "/v5/order/cancel": 20,
+    "/v5/order/amend": 20,
     "/v5/order/realtime": 50,
     "/v5/order/history": 50,
     "/v5/execution/list": 50,

@@ -66,15 +66,28 @@ def emergency_exit(*, actor: str, source: str, reason_code: str, reason: str, fl
     _halt_and_audit(actor=actor, source=source, reason_code=reason_code, reason=reason, trace_id=trace_id,
                     flatten_all=flatten_all, halt_before=is_halted().as_json())
     report = EmergencyExitReport()
-    universe = set(config_get().universe)
-    _cancel_open_orders(gateway, universe, report)
-    _flatten(gateway, flatten_all=flatten_all, trace_id=trace_id, report=report)
-    _read_back(gateway, flatten_all=flatten_all, report=report)
-    report.flat = not report.remaining and not report.unresolved_orders and not report.errors
-    report.already_flat = report.flat and not report.canceled_orders and not report.exit_orders
-    with transaction.atomic():
-        EmergencyExitRun.objects.filter(trace_id=trace_id).update(report=report.as_dict(), finished_at=Now())
-        _notify(actor=actor, source=source, reason_code=reason_code, trace_id=trace_id, report=report)
+    try:
+        universe = set(config_get().universe)
+        try:
+            _cancel_open_orders(gateway, universe, report)
+            _flatten(gateway, flatten_all=flatten_all, trace_id=trace_id, report=report)
+        except VenueError as exc:
+            # The venue failed us half-way (stops may be canceled, nothing sold yet): say so in the
+            # report, read back what is held, and let the operator run it again.
+            report.errors.append(f"stopped early: {type(exc).__name__}: {exc}")
+        _read_back(gateway, flatten_all=flatten_all, report=report)
+    except Exception as exc:
+        report.errors.append(f"failed: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        # A run is never left "running": the venue-stop service holds new stops back while one is
+        # (strategy/services/venue_stops.py), so an unfinished run would leave positions bare.
+        report.flat = not report.remaining and not report.unresolved_orders and not report.errors
+        report.already_flat = report.flat and not report.canceled_orders and not report.exit_orders
+        with transaction.atomic():
+            EmergencyExitRun.objects.filter(trace_id=trace_id).update(report=report.as_dict(),
+                                                                      finished_at=Now())
+            _notify(actor=actor, source=source, reason_code=reason_code, trace_id=trace_id, report=report)
     log.info("emergency exit done: %s", report.as_dict())
     return report
 

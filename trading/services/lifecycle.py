@@ -55,6 +55,8 @@ class EventType:
     ENTRY_EXPIRED = "ENTRY_EXPIRED"      # pending -> expired: its candle period ended before it could be sent
     ENTRY_ABANDONED = "ENTRY_ABANDONED"  # submit_unknown -> expired: past its period the venue never showed it
     FEE_VALUED = "FEE_VALUED"            # a fee paid in a third asset, valued in quote at the fill's time
+    STOP_MOVE_REQUESTED = "STOP_MOVE_REQUESTED"  # a resting stop's trigger is being amended on the venue
+    STOP_MOVED = "STOP_MOVED"            # the venue confirmed a resting stop's new trigger price
 
 
 # Sent on commit with ``order_id`` whenever new fills of an order were recorded. Positions are a
@@ -108,6 +110,7 @@ class NewOrder:
     reason_code: str = ""
     stop_price: Decimal | None = None     # stop_market orders only
     valid_until: datetime | None = None   # entries: not sent after this (the end of the signal's candle period)
+    replaces_id: int | None = None        # a stop sent as the replacement of this one (one venue request)
 
 
 def _locked(order_id: int) -> Order:
@@ -156,7 +159,7 @@ def order_create(*, new: NewOrder, source: str = OrderEvent.Source.STRATEGY) -> 
                     client_order_id=new.client_order_id, venue=new.venue, strategy=new.strategy, symbol=new.symbol,
                     side=new.side, type=new.type, intent=new.intent, quantity=new.quantity, price=new.price,
                     stop_price=new.stop_price, tick_id=new.tick_id, trace_id=new.trace_id,
-                    reason_code=new.reason_code, valid_until=new.valid_until,
+                    reason_code=new.reason_code, valid_until=new.valid_until, replaces_id=new.replaces_id,
                 )
         except IntegrityError:
             return Order.objects.get(client_order_id=new.client_order_id), False
@@ -164,7 +167,8 @@ def order_create(*, new: NewOrder, source: str = OrderEvent.Source.STRATEGY) -> 
                 reason_code=new.reason_code, payload={"quantity": new.quantity, "price": new.price,
                                                       "stop_price": new.stop_price, "side": new.side,
                                                       "type": new.type, "intent": new.intent,
-                                                      "valid_until": new.valid_until and new.valid_until.isoformat()})
+                                                      "valid_until": new.valid_until and new.valid_until.isoformat(),
+                                                      **({"replaces": new.replaces_id} if new.replaces_id else {})})
     return order, True
 
 
@@ -299,6 +303,16 @@ def order_apply_venue_order(*, order_id: int, venue_order: VenueOrder, source: s
             learned.append("venue_filled_quantity")
         if learned:
             order.save(update_fields=[*learned, "updated_at"])
+        if (order.type == Order.Type.STOP_MARKET and venue_order.stop_price is not None
+                and venue_order.stop_price != order.stop_price):
+            # The venue triggers at another price than we recorded: a move whose answer was lost
+            # (or a crash before it was recorded). The venue's price is the fact.
+            _append(order, event_type=EventType.STOP_MOVED, source=source, trace_id=order.trace_id,
+                    reason_code=reason_code or "VENUE_STOP_PRICE",
+                    payload={"from": _plain(order.stop_price) if order.stop_price is not None else None,
+                             "stop_price": _plain(venue_order.stop_price)})
+            order.stop_price = venue_order.stop_price
+            order.save(update_fields=["stop_price", "updated_at"])
         terminal = _VENUE_TERMINAL.get(venue_order.status)
         snapshot = {"venue_order_id": venue_order.venue_order_id, "venue_status": venue_order.status,
                     "venue_filled_quantity": venue_order.filled_quantity, "venue": venue_order.raw}
@@ -467,6 +481,21 @@ def order_note(*, order_id: int, event_type: str, source: str, reason_code: str 
         _append(order, event_type=event_type, source=source, trace_id=order.trace_id, reason_code=reason_code,
                 payload=payload, idempotency_key=idempotency_key)
         return True
+
+
+def order_stop_moved(*, order_id: int, stop_price: Decimal, source: str, reason_code: str = "TRAILING") -> Order:
+    """The venue confirmed that a resting stop now triggers at ``stop_price`` (amended in place:
+    same client id, same quantity). Records the move once; a repeat with the same price is a no-op."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order.stop_price == stop_price:
+            return order
+        _append(order, event_type=EventType.STOP_MOVED, source=source, trace_id=order.trace_id, reason_code=reason_code,
+                payload={"from": _plain(order.stop_price) if order.stop_price is not None else None,
+                         "stop_price": _plain(stop_price)})
+        order.stop_price = stop_price
+        order.save(update_fields=["stop_price", "updated_at"])
+        return order
 
 
 def order_repair_status(*, order_id: int, to: str, reason_code: str, payload: dict[str, Any]) -> Order:

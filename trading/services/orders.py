@@ -21,13 +21,18 @@ from trading.services import lifecycle
 from trading.services.control import halt_state_committed
 
 
-def _sell_in_flight(*, venue: str, symbol: str, except_client_order_id: str) -> Order | None:
+def _sell_in_flight(*, venue: str, symbol: str, except_client_order_id: str,
+                    replaces: Order | None = None) -> Order | None:
     """Under the per-symbol sell lock (held until the caller's transaction ends): a sell of ours
-    on ``symbol`` that is not final yet, other than the one being placed."""
+    on ``symbol`` that is not final yet, other than the one being placed (and the stop it replaces
+    in the same venue request, which the venue cancels before it places the new one)."""
     with connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"alphasniper:sell:{venue}:{symbol}"])
-    return (Order.objects.filter(venue=venue, symbol=symbol, side=Order.Side.SELL)
-            .exclude(status__in=TERMINAL_STATUSES).exclude(client_order_id=except_client_order_id).first())
+    live = (Order.objects.filter(venue=venue, symbol=symbol, side=Order.Side.SELL)
+            .exclude(status__in=TERMINAL_STATUSES).exclude(client_order_id=except_client_order_id))
+    if replaces is not None:
+        live = live.exclude(pk=replaces.pk)
+    return live.first()
 
 
 class OrderRefused(Exception):
@@ -55,7 +60,8 @@ def submit_enqueue(order_id: int, *, countdown: float | None = None) -> None:
 def order_place(*, venue: str, strategy: str, symbol: str, side: str, type: str, intent: str, quantity: Decimal,
                 trace_id: str, tick_id: str, client_intent: str | None = None, price: Decimal | None = None,
                 stop_price: Decimal | None = None, valid_until: datetime | None = None, reason_code: str = "",
-                source: str = OrderEvent.Source.STRATEGY, enqueue: bool = True) -> tuple[Order, bool]:
+                source: str = OrderEvent.Source.STRATEGY, enqueue: bool = True,
+                replaces: Order | None = None) -> tuple[Order, bool]:
     """Place one order of one intent. Returns (order, created).
 
     The client id is ``make_client_order_id(strategy, symbol, tick_id, client_intent or intent)``:
@@ -66,19 +72,22 @@ def order_place(*, venue: str, strategy: str, symbol: str, side: str, type: str,
     is not final: the stop monitor and an emergency exit must never both sell one holding, so
     every sell is placed under one lock per venue and symbol. ``enqueue=False`` is for a caller
     that sends the order itself right after (the emergency exit, which reports each sell's
-    outcome)."""
+    outcome). ``replaces``: a resting stop of ours that this stop replaces in one venue request
+    (Binance cancelReplace); only that stop may be live beside it, and the send does both."""
     client_order_id = make_client_order_id(strategy=strategy, symbol=symbol, tick_id=tick_id,
                                            intent=client_intent or intent)
     new = lifecycle.NewOrder(client_order_id=client_order_id, venue=venue, strategy=strategy, symbol=symbol,
                              side=side, type=type, intent=intent, quantity=quantity, trace_id=trace_id, price=price,
-                             tick_id=tick_id, reason_code=reason_code, stop_price=stop_price, valid_until=valid_until)
+                             tick_id=tick_id, reason_code=reason_code, stop_price=stop_price, valid_until=valid_until,
+                             replaces_id=replaces.pk if replaces is not None else None)
     with transaction.atomic():
         if intent == Order.Intent.ENTRY:
             halt = halt_state_committed()
             if halt.halted:
                 raise OrderRefused("HALTED", f"trading is halted ({halt.reason_code or 'no reason recorded'})")
         if side == Order.Side.SELL:
-            busy = _sell_in_flight(venue=venue, symbol=symbol, except_client_order_id=client_order_id)
+            busy = _sell_in_flight(venue=venue, symbol=symbol, except_client_order_id=client_order_id,
+                                   replaces=replaces)
             if busy is not None:
                 raise OrderRefused("SELL_IN_FLIGHT", f"sell {busy.client_order_id} on {symbol} is still {busy.status}")
         order, created = lifecycle.order_create(new=new, source=source)

@@ -186,6 +186,9 @@ def _reconcile_symbol(gateway: ExchangeGateway, symbol: str, report: ReconcileRe
         if order.status in (OrderStatus.SUBMITTED, OrderStatus.SUBMIT_UNKNOWN) and _settled(order):
             lifecycle.order_apply_venue_order(order_id=order.pk, venue_order=venue_order, source=SOURCE)
             report.acceptances += 1
+        elif venue_order.stop_price is not None and venue_order.stop_price != order.stop_price:
+            # A resting stop the venue triggers elsewhere than we recorded (a lost amend answer).
+            lifecycle.order_apply_venue_order(order_id=order.pk, venue_order=venue_order, source=SOURCE)
 
     _apply_trades(gateway, symbol, trades, report)
 

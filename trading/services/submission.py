@@ -47,12 +47,14 @@ from trading.exchanges.base import (
 from trading.exchanges.errors import (
     AuthError,
     DuplicateClientOrderIdError,
+    OrderNotFoundError,
     RateLimitHeldBackError,
     RejectedError,
     SendVetoedError,
+    StopReplaceHalfDoneError,
     VenueError,
 )
-from trading.models import Order, OrderEvent, OrderStatus
+from trading.models import TERMINAL_STATUSES, Order, OrderEvent, OrderStatus
 from trading.order_timing import MAX_SUBMIT_ATTEMPTS, RESEND_GRACE, STALE_PENDING, STALE_SUBMITTED
 from trading.selectors import seconds_since
 from trading.services import lifecycle
@@ -105,7 +107,10 @@ def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attemp
         check = (lambda: _entry_last_look(order_id, claimed_at)) if order.intent == Order.Intent.ENTRY else None
         try:
             with last_look(check):
-                venue_order = gateway.create_order(_request(order))
+                if order.replaces_id is not None:
+                    venue_order = _send_replacement(order, gateway)
+                else:
+                    venue_order = gateway.create_order(_request(order))
         except DuplicateClientOrderIdError:
             # The venue already has our id: an earlier send got through. Learn what it has.
             log.info("venue already has %s; resolving instead of re-sending", order.client_order_id)
@@ -139,6 +144,59 @@ def order_submit(*, order_id: int, gateway: ExchangeGateway, resend_after_attemp
         log.info("order %s %s %s %s: %s", order.side, order.quantity.normalize(), order.symbol,
                  order.client_order_id, order.status)
         return order
+
+
+def _send_replacement(order: Order, gateway: ExchangeGateway) -> VenueOrder:
+    """Send a stop that replaces another in one venue request (Binance cancelReplace): the venue
+    cancels ``order.replaces`` and places ``order`` only if that cancel succeeded, so there are
+    never two live stops and no moment between two requests without one. What happened to the old
+    stop is recorded here; this order's outcome is recorded by the caller as for any send (a
+    refusal of either half is a ``RejectedError``, no answer an unknown outcome). A replaced stop
+    that is no longer live, or a venue without cancel-replace, means a plain placement."""
+    old = Order.objects.get(pk=order.replaces_id)
+    if old.status in TERMINAL_STATUSES or not gateway.replaces_stops:
+        return _place_instead_of(old, order, gateway)
+    try:
+        done = gateway.replace_stop(order.symbol, old.client_order_id, _request(order))
+    except StopReplaceHalfDoneError as exc:
+        # The old stop is gone, the new one refused: the position's next check places a new one.
+        _record_replaced(old, exc.canceled, gateway)
+        raise
+    except OrderNotFoundError:
+        # The old stop was not open any more and nothing was placed. Canceled (by an operator, or
+        # by an earlier attempt of this very send whose answer was lost): place this one plainly,
+        # under the same client id - Binance refuses a second open order with it, so a late-visible
+        # first attempt cannot make two. Filled: it was the exit; this one is not wanted.
+        _record_replaced(old, None, gateway)
+        old.refresh_from_db()
+        if old.status == OrderStatus.CANCELED and old.filled_quantity <= 0:
+            return _place_instead_of(old, order, gateway)
+        raise
+    _record_replaced(old, done.canceled, gateway)
+    return done.placed
+
+
+def _place_instead_of(old: Order, order: Order, gateway: ExchangeGateway) -> VenueOrder:
+    """The stop to replace is gone without selling. If we took it off for another exit (an
+    emergency exit, a take-profit: a CANCEL_REQUESTED of ours), the new stop is not wanted and
+    nothing is placed. Otherwise (canceled on the venue by an earlier attempt of this very send
+    whose answer was lost, or by hand) the new stop is placed on its own under its client id -
+    Binance refuses a second open order with it, so a late-visible first attempt cannot make two."""
+    if old.events.filter(event_type=EventType.CANCEL_REQUESTED).exists() or old.filled_quantity > 0:
+        raise RejectedError(f"the stop {old.client_order_id} it replaces was taken off for another exit; "
+                            f"nothing placed", venue=gateway.name, code="REPLACED_STOP_GONE")
+    return gateway.create_order(_request(order))
+
+
+def _record_replaced(old: Order, answer: VenueOrder | None, gateway: ExchangeGateway) -> None:
+    try:
+        venue_order = answer or gateway.fetch_order(old.symbol, old.client_order_id)
+    except VenueError as exc:
+        log.warning("state of replaced stop %s not read now (%s); reconciliation will", old.client_order_id, exc)
+        return
+    if venue_order is not None:
+        order_record_venue_state(order_id=old.pk, venue_order=venue_order, gateway=gateway,
+                                 source=OrderEvent.Source.VENUE)
 
 
 def held_back_for_rate_limit(order: Order) -> bool:

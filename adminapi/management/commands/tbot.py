@@ -226,6 +226,7 @@ class Command(BaseCommand):
                          f"{_cell(r['realised_pnl'], 2):>10} {_cell(r['fees'], 2):>8} {_cell(r['stop_price']):>12} "
                          f"{_cell(r['stop_distance_pct'], suffix='%'):>8} {_cell(r['take_profit_price']):>12} "
                          f"{_cell(r['take_profit_distance_pct'], suffix='%'):>9}  {_age(r['age_seconds'])}"
+                         + _venue_stop_note(r["venue_stop"])
                          + (f"  unvalued fees: {r['fee_unvalued']}" if r["fee_unvalued"] else ""))
         self._emit({"ok": True, "positions": rows}, "\n".join(lines) if rows else f"no {options['status']} positions")
         return EXIT_OK
@@ -371,3 +372,15 @@ def _database_problem() -> str | None:
         return (f"the database at DATABASE_URL is not migrated ({len(pending)} migration(s) pending): "
                 "run `python manage.py migrate`")
     return None
+
+
+def _venue_stop_note(venue_stop: dict) -> str:
+    """What rests on the venue for a position (there while our processes are down), or why nothing."""
+    state = venue_stop["state"]
+    if state == "protected":
+        return f"  venue stop {venue_stop['stop_price']}"
+    if state == "pending":
+        return "  venue stop being placed"
+    if state == "unprotected":
+        return f"  NO VENUE STOP: {venue_stop['reason']}"
+    return ""

@@ -113,6 +113,7 @@ class VenueHarness:
     expected_rules: dict[str, MarketRules]
     # Whether create_order's answer already carries the fill state (Bybit acknowledges ids only).
     create_returns_fill_state: bool = True
+    control: EmulatorControl | None = None           # the emulator's control API; None on paper
 
 
 def _emulated_harness(venue: str) -> Callable[[pytest.FixtureRequest], VenueHarness]:
@@ -130,6 +131,7 @@ def _emulated_harness(venue: str) -> Callable[[pytest.FixtureRequest], VenueHarn
             fill_pending=ctl.fill_pending,
             expected_rules=EXPECTED_RULES,
             create_returns_fill_state=venue != "bybit",
+            control=ctl,
         )
 
     return factory

@@ -37,6 +37,7 @@ from trading.exchanges.base import (
     VenueTrade,
     last_look_veto,
     stop_order_problem,
+    stop_price_problem,
 )
 from trading.exchanges.errors import (
     DuplicateClientOrderIdError,
@@ -314,6 +315,36 @@ class PaperGateway(ExchangeGateway):
             order.locked_amount = Decimal(0)
             order.status = VenueOrderStatus.CANCELED
             order.save(update_fields=["locked_amount", "status", "updated_at"])
+        return self._to_venue_order(order)
+
+    amends_stops = True
+
+    def amend_stop(self, symbol: str, client_order_id: str, stop_price: Decimal) -> VenueOrder:
+        """Move a resting stop's trigger in place; the same checks as placing one."""
+        # A stop the market has already reached fires first: it is then filled, not amended.
+        self.match_resting_orders([symbol])
+        rules = self.rules(symbol)
+        problem = stop_price_problem(stop_price, rules.tick_size)
+        if problem:
+            raise RejectedError(problem, venue=VENUE, code="STOP_PRICE")
+        current = self.source.price_at(symbol, self.clock())
+        if current <= stop_price:
+            raise RejectedError(f"Stop price would trigger immediately: stop {stop_price}, last {current}",
+                                venue=VENUE, code="WOULD_TRIGGER_IMMEDIATELY")
+        last_look_veto(VENUE)
+        with transaction.atomic():
+            order = PaperOrder.objects.select_for_update().filter(
+                client_order_id=client_order_id, symbol=symbol).first()
+            if order is None or order.status not in _OPEN:
+                raise OrderNotFoundError(f"Unknown order sent: {client_order_id}", venue=VENUE, code="UNKNOWN_ORDER")
+            if order.type != OrderType.STOP_MARKET:
+                raise RejectedError(f"{client_order_id} is a {order.type} order: only a stop's trigger can be "
+                                    "amended", venue=VENUE, code="NOT_A_STOP")
+            if order.quantity * stop_price < rules.min_notional:
+                raise RejectedError(f"notional {order.quantity * stop_price} below {rules.min_notional}",
+                                    venue=VENUE, code="MIN_NOTIONAL")
+            order.stop_price = stop_price
+            order.save(update_fields=["stop_price", "updated_at"])
         return self._to_venue_order(order)
 
     def fetch_open_orders(self, symbol: str) -> list[VenueOrder]:
