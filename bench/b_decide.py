@@ -1,9 +1,11 @@
-"""Decision cost vs universe size: ``decide_entries`` over 50 / 200 / 500 / 1,000 symbols x 300 candles.
+"""Decision cost vs universe size: ``decide_entries`` over 50 / 200 / 500 / 1,000 symbols x one
+decision window (``history_candles``, 1,021 candles: every decision is a real one, none
+INSUFFICIENT_HISTORY).
 
 Candles come from ``SyntheticMarket.candle_arrays`` (the same series the paper venue serves),
 stacked straight into a ``CandleBatch``. Only the ``decide_entries`` call is timed (best of
-several repeats after a warm-up, to keep a busy machine's hiccups out): candles/s = symbols x 300
-/ seconds. Linearity: seconds per symbol at each size relative to the 50-symbol run.
+several repeats after a warm-up, to keep a busy machine's hiccups out): candles/s = symbols x
+window / seconds. Linearity: seconds per symbol at each size relative to the 50-symbol run.
 
 Peer, same run, same batch: the four indicator calls ``decide_entries`` makes (Donchian high,
 volume SMA, trend EMA, ATR over the window it reads), timed alone the same way. Their candles/s
@@ -26,7 +28,14 @@ NAME = "decide"
 TITLE = "decide_entries cost vs universe size"
 TARGETS = [Target("decide_candles_per_s", ">=", 1_000_000, "candles/s")]
 SIZES = (50, 200, 500, 1000)
-CANDLES = 300
+
+def _window() -> int:
+    from strategy.engines import BLiteParams
+
+    return BLiteParams().history_candles
+
+
+CANDLES = _window()
 
 
 def _batch(n_symbols: int):

@@ -9,7 +9,10 @@ Modules
 * ``indicators`` - EMA / SMA / Wilder ATR / Donchian high, vectorised over symbols (TA-Lib semantics).
 * ``blite``      - Alpha-Sniper B-lite: ``BLiteParams``, ``decide_entries`` -> ``EntrySignal`` per symbol.
 * ``sizing``     - ``size_position``: risk-based quantity in Decimal, rounded to the venue's steps.
-* ``stops``      - ``PositionStop`` / ``evaluate_exit``: initial stop, trailing stop, take-profit.
+* ``stops``      - ``PositionStop`` / ``evaluate_exit``: initial stop, trailing stop, take-profit;
+                   ``candle_exit``: the same rules on a closed candle (the backtest's fill model).
+* ``gates``      - ``entry_gate`` / ``daily_loss_limit_hit``: the risk gates of an entry, on state the
+                   caller read (the live tick from the database, a backtest from memory).
 * ``scoring``    - ``EntryScorer`` protocol + ``PassThroughScorer`` + ``apply_scorer``.
 * ``protocols``  - ``EntryStrategy`` protocol.
 
@@ -19,7 +22,7 @@ Flow of one tick (the callers - Celery tick services, backtests - live outside t
     signals = strategy.decide(batch, expected_last_open_time_ms=tick_candle_open_ms)
     signals = apply_scorer(signals, batch, scorer)          # optional; default passes through
     for s in signals: record StrategyDecision(s.decision, s.reason_code, s.to_dict()["inputs"])
-    for s in entries (in ranked order): risk gate -> size_position(...) -> order intent
+    for s in entries (in ranked order): entry_gate(...) -> size_position(...) -> order intent
     open positions: evaluate_exit(state, last_price) on every stop-monitor pass
 
 Extension point 1 - another strategy

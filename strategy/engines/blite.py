@@ -13,9 +13,14 @@ The proposed stop is ``entry - stop_atr_multiple x ATR(atr_period)`` and the tak
 risk gate are not decided here (see ``sizing.py`` and the services that call this).
 
 Only the last ``params.history_candles`` candles are used, however many the caller passes.
-That makes a decision a function of a fixed, recorded window: a backtest fed 5,000 candles
-and a live tick fed 300 reach the same decision on the same candle, and the decision can be
-replayed from the stored candles. Every candle of that window must be present, finite,
+That makes a decision a function of a fixed, recorded window: a backtest fed a year of candles
+and a live tick fed one window reach the same decision on the same candle, and the decision
+can be replayed from the stored candles. The window is long enough for the trend EMA to be
+the EMA a chart shows: an EMA seeded ``n`` candles back carries ``(1 - 2/(period+1))^n`` of
+its seed's error, so the default 1,021 candles (5 x 200 + the 20-candle breakout window + the
+current one) leaves e^-8.2 = 0.03 % of it - within 0.1 % of the full-history EMA unless the
+price moved more than ~3.7x inside the window. (The former 221-candle window left the EMA a
+bare SMA seed plus 21 steps: up to 3.8 % off the chart's EMA200.) Every candle of that window must be present, finite,
 consistent (low <= open, close <= high, prices > 0) and evenly spaced by the timeframe;
 otherwise the symbol gets ``INSUFFICIENT_HISTORY`` / ``BAD_DATA`` / ``GAP_IN_DATA`` and no
 entry - a venue that drops candles must never make us trade on indicators computed across
@@ -39,8 +44,9 @@ import strategy.engines.indicators as indicators
 from strategy.engines.candles import PAD_OPEN_TIME, CandleBatch
 
 __all__ = [
-    "STRATEGY_NAME", "BLiteParams", "BLiteStrategy", "CandleBatch", "EntryGap", "EntryReason", "EntrySignal",
-    "decide_entries", "entry_gaps",
+    "EMA_SETTLE_PERIODS", "REASON_PRECEDENCE", "STRATEGY_NAME", "BLiteParams", "BLiteStrategy", "CandleBatch",
+    "EntryGap", "EntryReason", "EntrySignal", "bad_candles", "decide_entries", "entry_conditions", "entry_gaps",
+    "entry_levels", "entry_reason_codes", "settled_history",
 ]
 
 STRATEGY_NAME = "blite"
@@ -86,11 +92,10 @@ class BLiteParams:
     stop_atr_multiple: float = 2.0
     take_profit_r: float = 3.0
     risk_per_trade: float = 0.005
-    # Candles each decision looks at (and requires to be clean). The default 221 is the EMA's
-    # 200-candle seed plus one full breakout window (20 + the current candle): the trend
-    # filter has then been smoothed over as many candles as the breakout compares against,
-    # instead of being a bare SMA seed on the decision candle.
-    history_candles: int = 221
+    # Candles each decision looks at (and requires to be clean). The default 1,021 is
+    # ``settled_history``: five EMA periods, so the trend EMA has forgotten its SMA seed and
+    # is the EMA200 a chart shows (module docstring), plus one full breakout window.
+    history_candles: int = 1021
 
     def __post_init__(self) -> None:
         for name in ("breakout_lookback", "volume_sma", "ema_trend", "atr_period"):
@@ -121,6 +126,19 @@ class BLiteParams:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# EMA periods of history before the decision candle's breakout window: the seed's weight
+# decays as (1 - 2/(period + 1))^n, and after 5 periods (n = 800 for EMA200) it is e^-8.
+EMA_SETTLE_PERIODS = 5
+
+
+def settled_history(*, ema_trend: int, breakout_lookback: int, volume_sma: int, atr_period: int) -> int:
+    """The decision window for these parameters: the trend EMA settled over
+    ``EMA_SETTLE_PERIODS`` periods plus one full breakout window (and never shorter than any
+    indicator needs)."""
+    return max(EMA_SETTLE_PERIODS * ema_trend + breakout_lookback + 1, volume_sma, atr_period + 1,
+               ema_trend, breakout_lookback + 1)
 
 
 JsonScalar = float | int | bool | str | None
@@ -170,15 +188,62 @@ def _json_float(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _bad_data_mask(w: CandleBatch) -> np.ndarray:
-    """Rows with any non-finite, non-positive or self-contradictory candle in the window."""
-    o, h, lo, c, v = w.open, w.high, w.low, w.close, w.volume
+# A price or volume above this is garbage, not a market; it would also overflow the sums of
+# the indicators' seeds, and a clean window must give finite indicators (the backtest relies
+# on that to skip computing the trend EMA where an earlier condition already decided).
+MAX_VALUE = 1e300
+
+# The order reasons are checked in (the first that applies is the decision). Data problems
+# first - they make every indicator meaningless - then the entry conditions in the order the
+# strategy states them. ``entry_reason_codes`` returns indices into this tuple.
+REASON_PRECEDENCE: tuple[EntryReason, ...] = (
+    EntryReason.INSUFFICIENT_HISTORY, EntryReason.BAD_DATA, EntryReason.GAP_IN_DATA, EntryReason.STALE_DATA,
+    EntryReason.NO_BREAKOUT, EntryReason.LOW_VOLUME, EntryReason.BELOW_TREND, EntryReason.INVALID_STOP,
+    EntryReason.ENTRY_SIGNAL,
+)
+
+
+def bad_candles(open_time_ms: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                v: np.ndarray) -> np.ndarray:
+    """Per candle (any shape): non-finite, non-positive, absurd or self-contradictory."""
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
         positive = (o > 0) & (h > 0) & (lo > 0) & (c > 0) & (v >= 0)
+        sane = (h <= MAX_VALUE) & (v <= MAX_VALUE)
         consistent = (lo <= o) & (lo <= c) & (o <= h) & (c <= h) & (lo <= h)
-    ok = finite & positive & consistent & (w.open_time_ms >= 0)
-    return ~ok.all(axis=1)
+    return ~(finite & positive & sane & consistent & (open_time_ms >= 0))
+
+
+def entry_conditions(p: BLiteParams, *, close: np.ndarray, donchian: np.ndarray, volume: np.ndarray,
+                     vol_sma: np.ndarray, ema: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(breakout, volume_ok, trend_ok, volume threshold), element-wise."""
+    with np.errstate(invalid="ignore"):
+        vol_threshold = p.volume_multiplier * vol_sma
+        return close > donchian, volume > vol_threshold, close > ema, vol_threshold
+
+
+def entry_levels(p: BLiteParams, *, close: np.ndarray, atr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(proposed stop, take-profit, stop_ok), element-wise."""
+    with np.errstate(invalid="ignore"):
+        stop = close - p.stop_atr_multiple * atr
+        take_profit = close + p.take_profit_r * (close - stop)
+        stop_ok = (atr > 0) & (stop > 0) & np.isfinite(stop) & np.isfinite(take_profit)
+    return stop, take_profit, stop_ok
+
+
+def entry_reason_codes(*, insufficient: np.ndarray, bad: np.ndarray, gap: np.ndarray, stale: np.ndarray,
+                       breakout: np.ndarray, volume_ok: np.ndarray, trend_ok: np.ndarray,
+                       stop_ok: np.ndarray) -> np.ndarray:
+    """The decision's reason per element, as an index into ``REASON_PRECEDENCE`` (int8).
+
+    ``bad`` covers bad candles *and* undefined indicators. The one rule of precedence, used
+    by the live tick (one column per symbol) and the backtest (every candle of a series)."""
+    fails = (insufficient, bad, gap, stale, ~breakout, ~volume_ok, ~trend_ok, ~stop_ok)
+    code = np.full(np.shape(insufficient), len(fails), dtype=np.int8)      # ENTRY_SIGNAL
+    # Assigned from the last check to the first, so the first that applies wins.
+    for i in range(len(fails) - 1, -1, -1):
+        code[fails[i]] = i
+    return code
 
 
 def decide_entries(
@@ -208,7 +273,7 @@ def decide_entries(
         )
 
     insufficient = w.n_candles < p.history_candles
-    bad = _bad_data_mask(w)
+    bad = bad_candles(w.open_time_ms, w.open, w.high, w.low, w.close, w.volume).any(axis=1)
     gap = (np.diff(w.open_time_ms, axis=1) != w.timeframe_ms).any(axis=1)
     last_time = w.open_time_ms[:, -1]
     if expected_last_open_time_ms is None:
@@ -222,40 +287,19 @@ def decide_entries(
         vol_sma = indicators.sma(w.volume, p.volume_sma)[:, -1]
         ema = indicators.ema(w.close, p.ema_trend)[:, -1]
         atr = indicators.atr(w.high, w.low, w.close, p.atr_period)[:, -1]
-        close = w.close[:, -1]
-        volume = w.volume[:, -1]
-        vol_threshold = p.volume_multiplier * vol_sma
-        breakout = close > donchian
-        volume_ok = volume > vol_threshold
-        trend_ok = close > ema
-        stop = close - p.stop_atr_multiple * atr
-        take_profit = close + p.take_profit_r * (close - stop)
+    close = w.close[:, -1]
+    volume = w.volume[:, -1]
+    breakout, volume_ok, trend_ok, vol_threshold = entry_conditions(
+        p, close=close, donchian=donchian, volume=volume, vol_sma=vol_sma, ema=ema)
+    stop, take_profit, stop_ok = entry_levels(p, close=close, atr=atr)
     indicators_ok = np.isfinite(donchian) & np.isfinite(vol_sma) & np.isfinite(ema) & np.isfinite(atr)
-    stop_ok = (atr > 0) & (stop > 0) & np.isfinite(stop) & np.isfinite(take_profit)
-
-    # Precedence: data problems first (they make every indicator meaningless), then the
-    # entry conditions in the order the strategy states them.
-    reason = np.full(n_sym, EntryReason.ENTRY_SIGNAL, dtype=object)
-    checks = [
-        (insufficient, EntryReason.INSUFFICIENT_HISTORY),
-        (bad | ~indicators_ok, EntryReason.BAD_DATA),
-        (gap, EntryReason.GAP_IN_DATA),
-        (stale, EntryReason.STALE_DATA),
-        (~breakout, EntryReason.NO_BREAKOUT),
-        (~volume_ok, EntryReason.LOW_VOLUME),
-        (~trend_ok, EntryReason.BELOW_TREND),
-        (~stop_ok, EntryReason.INVALID_STOP),
-    ]
-    decided = np.zeros(n_sym, dtype=bool)
-    for mask, code in checks:
-        hit = mask & ~decided
-        reason[hit] = code
-        decided |= hit
+    reason = entry_reason_codes(insufficient=insufficient, bad=bad | ~indicators_ok, gap=gap, stale=stale,
+                                breakout=breakout, volume_ok=volume_ok, trend_ok=trend_ok, stop_ok=stop_ok)
 
     data_ok = ~(insufficient | bad | ~indicators_ok | gap)
     out: list[EntrySignal] = []
     for i, symbol in enumerate(w.symbols):
-        code = EntryReason(reason[i])
+        code = REASON_PRECEDENCE[reason[i]]
         t = int(last_time[i])
         inputs: dict[str, JsonScalar] = {
             "close": _json_float(close[i]),

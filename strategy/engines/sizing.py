@@ -43,6 +43,8 @@ DEFAULT_FEE_BUFFER = Decimal("0.005")
 # Enough digits that no intermediate of realistic inputs (1e12 equity, 1e-12 steps) is
 # rounded before the explicit lot/tick rounding.
 _PRECISION = 50
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
 
 
 class SizingSkip(StrEnum):
@@ -126,15 +128,15 @@ def size_position(
     (risk_per_trade not in (0, 1], non-positive steps or caps, negative minimums): those are
     bugs or bad config, and must stop the tick instead of being traded around.
     """
-    args = {
-        "equity": equity, "free_quote": free_quote, "entry_price": entry_price, "stop_price": stop_price,
-        "risk_per_trade": risk_per_trade, "max_position_notional": max_position_notional,
-        "lot_step": lot_step, "tick_size": tick_size, "min_qty": min_qty, "min_notional": min_notional,
-        "fee_buffer": fee_buffer,
-    }
-    for name, value in args.items():
-        _require_decimal(name, value)
-    if not Decimal(0) < risk_per_trade <= Decimal(1):
+    for name, value in (
+        ("equity", equity), ("free_quote", free_quote), ("entry_price", entry_price), ("stop_price", stop_price),
+        ("risk_per_trade", risk_per_trade), ("max_position_notional", max_position_notional),
+        ("lot_step", lot_step), ("tick_size", tick_size), ("min_qty", min_qty), ("min_notional", min_notional),
+        ("fee_buffer", fee_buffer),
+    ):
+        if type(value) is not Decimal or not value.is_finite():    # the common case in one test
+            _require_decimal(name, value)
+    if not _ZERO < risk_per_trade <= _ONE:
         raise ValueError(f"risk_per_trade must be in (0, 1], got {risk_per_trade}")
     if lot_step <= 0 or tick_size <= 0:
         raise ValueError(f"lot_step and tick_size must be > 0, got {lot_step}, {tick_size}")
@@ -142,15 +144,14 @@ def size_position(
         raise ValueError(f"max_position_notional must be > 0, got {max_position_notional}")
     if min_qty < 0 or min_notional < 0:
         raise ValueError(f"min_qty and min_notional must be >= 0, got {min_qty}, {min_notional}")
-    if not Decimal(0) <= fee_buffer < Decimal(1):
+    if not _ZERO <= fee_buffer < _ONE:
         raise ValueError(f"fee_buffer must be in [0, 1), got {fee_buffer}")
     if entry_price <= 0:
         raise ValueError(f"entry_price must be > 0, got {entry_price}")
 
-    with localcontext() as ctx:
-        # All arithmetic below at high precision, so products such as qty x entry are exact
-        # for realistic inputs and the "never above the cap" checks hold to the last digit.
-        ctx.prec = _PRECISION
+    # All arithmetic below at high precision, so products such as qty x entry are exact for
+    # realistic inputs and the "never above the cap" checks hold to the last digit.
+    with localcontext(prec=_PRECISION):
         return _size(
             equity=equity, free_quote=free_quote, entry_price=entry_price, stop_price=stop_price,
             risk_per_trade=risk_per_trade, max_position_notional=max_position_notional, lot_step=lot_step,

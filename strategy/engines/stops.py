@@ -24,7 +24,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["ExitCheck", "ExitReason", "PositionStop", "evaluate_exit"]
+from trading.exchanges.base import round_to_step
+
+__all__ = ["CandleExit", "ExitCheck", "ExitReason", "PositionStop", "candle_exit", "evaluate_exit"]
 
 
 class ExitReason(StrEnum):
@@ -92,6 +94,18 @@ class PositionStop:
             entry_price=entry, initial_stop=stop, stop_price=stop, take_profit_price=tp,
             highest_price=entry, trail_distance=r, atr_multiple=atr_multiple,
         )
+
+    @classmethod
+    def for_entry(cls, *, entry_price: Decimal, atr: Decimal, stop_atr_multiple: Decimal, take_profit_r: Decimal,
+                  tick_size: Decimal) -> PositionStop:
+        """State for a position filled at ``entry_price`` whose decision saw ``atr``: stop
+        ``entry - multiple x ATR`` rounded down to the tick, target ``entry + take_profit_r x R``
+        rounded up (both away from the entry: never a tighter stop or a nearer target than the
+        rule says). Used by the live position opener and the backtest alike."""
+        stop = round_to_step(entry_price - stop_atr_multiple * atr, tick_size)
+        target = round_to_step(entry_price + take_profit_r * (entry_price - stop), tick_size, up=True)
+        return cls.open(entry_price=entry_price, stop_price=stop, take_profit_price=target,
+                        atr_multiple=stop_atr_multiple)
 
     @property
     def trailing_active(self) -> bool:
@@ -163,3 +177,48 @@ def evaluate_exit(state: PositionStop, last_price: Decimal, atr: Decimal | None 
         detail = f"last {last_price} >= target {state.take_profit_price}"
         return ExitCheck(ExitReason.TAKE_PROFIT, new_state, last_price, detail)
     return ExitCheck(ExitReason.HOLD, new_state, last_price)
+
+
+@dataclass(frozen=True)
+class CandleExit:
+    """Outcome of one closed candle for an open position (the backtest's view of the monitor).
+
+    ``price`` is the level the exit fills at before slippage (None on HOLD); ``state`` is the
+    state to carry into the next candle."""
+
+    reason_code: ExitReason
+    price: Decimal | None
+    state: PositionStop
+
+    @property
+    def exit(self) -> bool:
+        return self.reason_code is not ExitReason.HOLD
+
+
+def candle_exit(state: PositionStop, *, open: Decimal, high: Decimal, low: Decimal) -> CandleExit:
+    """What one candle does to an open position when only its OHLC is known.
+
+    The stop and target in force are the ones set before the candle (from the entry and the
+    highs of earlier candles); then, in this order:
+
+    1. the open at or below the stop: the candle gapped through it - exit at the open;
+    2. the open at or above the target: gapped through it - exit at the open;
+    3. the low at or below the stop: exit at the stop (the stop first when the candle touches
+       both: as in ``evaluate_exit``, a price back at the stop is reported as a stop, never as a
+       take-profit that may not have been reachable);
+    4. the high at or above the target: exit at the target;
+    5. otherwise the trailing stop ratchets with the candle's high - through ``evaluate_exit``,
+       the live monitor's own rule - for the *next* candle. Conservative: this candle's high
+       never raises the stop this candle's low is tested against (which came first inside the
+       candle is unknown), and a close already below the raised stop exits at the next open.
+    """
+    kind = ExitReason.TRAILING_STOP if state.trailing_active else ExitReason.STOP_LOSS
+    if open <= state.stop_price:
+        return CandleExit(kind, open, state)
+    if open >= state.take_profit_price:
+        return CandleExit(ExitReason.TAKE_PROFIT, open, state)
+    if low <= state.stop_price:
+        return CandleExit(kind, state.stop_price, state)
+    if high >= state.take_profit_price:
+        return CandleExit(ExitReason.TAKE_PROFIT, state.take_profit_price, state)
+    return CandleExit(ExitReason.HOLD, None, evaluate_exit(state, high).state)

@@ -93,13 +93,11 @@ def _stop_levels(order: Order, entry: Decimal) -> PositionStop:
     if decision is None:
         raise LookupError(f"entry order {order.client_order_id} has no decision row for tick {order.tick_id}")
     inputs = decision.inputs
-    atr = Decimal(str(inputs["engine"]["inputs"]["atr"]))
-    multiple = Decimal(str(inputs["params"]["stop_atr_multiple"]))
-    take_profit_r = Decimal(str(inputs["params"]["take_profit_r"]))
-    tick = Decimal(str(inputs["market"]["tick_size"]))
-    stop = round_to_step(entry - multiple * atr, tick)
-    target = round_to_step(entry + take_profit_r * (entry - stop), tick, up=True)
-    return PositionStop.open(entry_price=entry, stop_price=stop, take_profit_price=target, atr_multiple=multiple)
+    return PositionStop.for_entry(
+        entry_price=entry, atr=Decimal(str(inputs["engine"]["inputs"]["atr"])),
+        stop_atr_multiple=Decimal(str(inputs["params"]["stop_atr_multiple"])),
+        take_profit_r=Decimal(str(inputs["params"]["take_profit_r"])),
+        tick_size=Decimal(str(inputs["market"]["tick_size"])))
 
 
 def position_open_from_entry(*, order_id: int) -> StrategyPosition | None:
@@ -242,9 +240,12 @@ def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTE
             position.exit_triggered_at = position.exit_triggered_at or emergency.created_at
         nothing_left = position.remaining_quantity <= 0 or position.remaining_quantity < _dust_below(position)
         was = position.status
+        # The monitor closed it as dust the venue would not take (below its minimum order): it
+        # stays closed until something is sold or more is bought - else every pass re-opens it.
+        closed_as_dust = was == P.CLOSED and not exits and em_qty <= 0 and position.quantity == before[1]
         if in_flight:
             position.status = P.CLOSING
-        elif nothing_left and (exits or em_qty > 0):
+        elif (nothing_left and (exits or em_qty > 0)) or closed_as_dust:
             position.status = P.CLOSED
         else:
             position.status = P.OPEN

@@ -17,7 +17,9 @@ Order of work (ARCHITECTURE "Data flow of one tick"):
 
 Gates for an entry, in order, each with its reason code: HALTED, DAILY_LOSS_LIMIT,
 VENUE_UNHEALTHY, STALE_DATA (the tick runs too late), UNRESOLVED_ORDERS, COOLDOWN,
-MAX_POSITIONS, NO_MARKET_RULES; then sizing (NO_FREE_BALANCE, BELOW_MIN_NOTIONAL, ...).
+MAX_POSITIONS, NO_MARKET_RULES; then sizing (NO_FREE_BALANCE, BELOW_MIN_NOTIONAL, ...). The
+rules are the pure ``strategy.engines.gates`` (shared with the backtest); this module reads the
+state they look at.
 Redis or PostgreSQL being down makes the tick raise: it fails closed, no entry is placed.
 """
 
@@ -44,6 +46,7 @@ from strategy.engines import (
     decide_entries,
     size_position,
 )
+from strategy.engines.gates import Decision, Gate, GateState, daily_loss_limit_hit, entry_gate
 from strategy.engines.sizing import DEFAULT_FEE_BUFFER
 from strategy.models import StrategyDecision
 from strategy.params import STRATEGY_NAME, blite_params
@@ -65,25 +68,6 @@ from trading.services.orders import order_place
 log = logging.getLogger(__name__)
 
 TICK_LOCK_TTL_S = 120
-
-
-class Decision:
-    ENTER = "enter"
-    SKIP = "skip"
-    BLOCKED = "blocked"
-    HOLD = "hold"
-
-
-class Gate:
-    IN_POSITION = "IN_POSITION"
-    HALTED = "HALTED"
-    DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
-    VENUE_UNHEALTHY = "VENUE_UNHEALTHY"
-    STALE_DATA = "STALE_DATA"
-    UNRESOLVED_ORDERS = "UNRESOLVED_ORDERS"
-    COOLDOWN = "COOLDOWN"
-    MAX_POSITIONS = "MAX_POSITIONS"
-    NO_MARKET_RULES = "NO_MARKET_RULES"
 
 
 @dataclass
@@ -128,31 +112,17 @@ class _Context:
     sync: dict[str, Any]
 
     def gate_for(self, symbol: str) -> tuple[str, str] | None:
-        """The first gate an entry on ``symbol`` fails: (reason code, detail), or None."""
-        tf_ms = timeframe_seconds(self.timeframe) * 1000
-        if self.halted:
-            return Gate.HALTED, f"trading is halted ({self.halt_reason or 'no reason recorded'})"
-        if self.loss_halted:
-            return Gate.DAILY_LOSS_LIMIT, "the daily loss limit was reached at this tick; trading halted"
-        if self.venue_problem:
-            return Gate.VENUE_UNHEALTHY, self.venue_problem
-        if symbol in self.symbol_problems:
-            return Gate.VENUE_UNHEALTHY, self.symbol_problems[symbol]
-        if self.late_by_ms > self.cfg.stale_data_after_candles * tf_ms:
-            return Gate.STALE_DATA, f"tick runs {self.late_by_ms / 1000:.0f}s after its candle closed"
-        if symbol in self.unresolved:
-            return Gate.UNRESOLVED_ORDERS, f"{symbol} has orders whose outcome is not final"
-        last_stop = self.last_stops.get(symbol)
-        if last_stop is not None and self.cfg.cooldown_candles:
-            since_ms = self.close_ms - datetime_to_ms(last_stop)
-            if since_ms < self.cfg.cooldown_candles * tf_ms:
-                return Gate.COOLDOWN, (f"stopped out {since_ms // tf_ms} candle(s) ago; cooldown is "
-                                       f"{self.cfg.cooldown_candles}")
-        if self.slots_used >= self.cfg.max_open_positions:
-            return Gate.MAX_POSITIONS, f"{self.slots_used} of {self.cfg.max_open_positions} positions in use"
-        if symbol not in self.rules:
-            return Gate.NO_MARKET_RULES, f"the venue lists no market {symbol}"
-        return None
+        """The first gate an entry on ``symbol`` fails: (reason code, detail), or None. The rule
+        is ``strategy.engines.gates.entry_gate``, which the backtest calls too."""
+        state = GateState(
+            close_ms=self.close_ms, timeframe_ms=timeframe_seconds(self.timeframe) * 1000, halted=self.halted,
+            halt_reason=self.halt_reason, loss_halted=self.loss_halted, venue_problem=self.venue_problem,
+            symbol_problems=self.symbol_problems, late_by_ms=self.late_by_ms,
+            stale_data_after_candles=self.cfg.stale_data_after_candles, unresolved=self.unresolved,
+            last_stop_ms={s: datetime_to_ms(at) for s, at in self.last_stops.items()},
+            cooldown_candles=self.cfg.cooldown_candles, max_open_positions=self.cfg.max_open_positions,
+            listed=set(self.rules))
+        return entry_gate(state, symbol, slots_used=self.slots_used)
 
 
 def tick_run(*, tick_id: str, timeframe: str | None = None, gateway: ExchangeGateway | None = None,
@@ -246,8 +216,8 @@ def _context(gw: ExchangeGateway, cfg: StrategyConfig, tick_id: str, timeframe: 
         # The Hong Kong day's PnL is equity now minus equity at the day's start (invariant 10):
         # a position opened yesterday counts only what it moved today.
         daily = day_pnl(venue=venue, day_start=hk_day_start_utc(ms_to_datetime(close_ms)), equity_now=account.equity)
-        limit = cfg.daily_loss_limit * daily.equity_start
-        if not halt.halted and daily.equity_start > 0 and daily.total <= -limit:
+        if not halt.halted and daily_loss_limit_hit(equity_start=daily.equity_start, equity_now=daily.equity_now,
+                                                    limit=cfg.daily_loss_limit):
             loss_halted = True
             trading_halt(actor="risk", source="system", reason_code="DAILY_LOSS_LIMIT",
                          reason=(f"daily loss limit: equity {daily.equity_now:.2f} {account.quote} is "

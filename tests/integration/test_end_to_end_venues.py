@@ -14,7 +14,7 @@ from emulator import EmulatorControl, start_emulator
 from emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from infra.clock import ms_to_datetime, now_ms, tick_id_for
 from infra.models import TelegramOutbox
-from strategy.engines import PositionStop
+from strategy.engines import BLiteParams, PositionStop
 from strategy.models import StrategyDecision, StrategyPosition
 from strategy.services.positions import stop_monitor_run
 from strategy.services.tick import tick_run
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 UNIVERSE = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 TF = 60_000
-N = 260
+N = BLiteParams().history_candles + 39          # the decision window and a margin
 
 
 def market_rows(close_ms: int) -> dict[str, list]:
@@ -39,7 +39,7 @@ def market_rows(close_ms: int) -> dict[str, list]:
     t0 = close_ms - N * TF
     out = {}
     for symbol in UNIVERSE:
-        closes = list(np.linspace(100.0, 110.0, N - 1))
+        closes = list(np.linspace(110.0 - 10.0 * (N - 2) / 258, 110.0, N - 1))    # 10 per 258 candles
         if symbol == "BTC/USDT":
             closes.append(112.0)
             volumes = [100.0] * (N - 1) + [200.0]

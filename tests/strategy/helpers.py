@@ -34,9 +34,15 @@ def series(closes: list[float] | np.ndarray, volumes: list[float] | np.ndarray, 
     return out
 
 
-def entry_series(n: int = 221) -> list[C]:
-    """Steady uptrend, flat volume, and a last candle that breaks out on double volume."""
-    closes = list(np.linspace(100.0, 110.0, n - 1)) + [112.0]
+def entry_series(n: int | None = None) -> list[C]:
+    """Steady uptrend, flat volume, and a last candle that breaks out on double volume
+    (``n`` candles: by default exactly the default decision window)."""
+    if n is None:
+        from strategy.engines.blite import BLiteParams
+
+        n = BLiteParams().history_candles
+    # The same slope whatever n: 10 per 220 candles, ending at 110.
+    closes = list(np.linspace(110.0 - 10.0 * (n - 2) / 219, 110.0, n - 1)) + [112.0]
     volumes = [100.0] * (n - 1) + [200.0]
     return series(closes, volumes)
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import strategy.engines.indicators as indicators
 from strategy.engines.blite import BLiteParams, BLiteStrategy, EntryReason, decide_entries
 from strategy.engines.candles import CandleBatch
 from strategy.engines.protocols import EntryStrategy
@@ -63,8 +64,8 @@ def test_breakout_without_volume_is_low_volume() -> None:
 
 
 def test_breakout_below_the_200_ema_is_below_trend() -> None:
-    closes = list(np.linspace(200.0, 100.0, 200)) + [100.0] * 20 + [101.0]
-    s = decide_one(series(closes, [100.0] * 220 + [300.0]))
+    closes = [200.0] * (H - 221) + list(np.linspace(200.0, 100.0, 200)) + [100.0] * 20 + [101.0]
+    s = decide_one(series(closes, [100.0] * (H - 1) + [300.0]))
     assert s.reason_code is EntryReason.BELOW_TREND
     assert s.inputs["breakout"] is True and s.inputs["volume_ok"] is True and s.inputs["ema"] > 101.0
 
@@ -137,8 +138,8 @@ def test_a_symbol_without_the_expected_last_candle_is_stale() -> None:
 
 def test_stop_at_or_below_zero_is_invalid_stop() -> None:
     # Zig-zag between 0.5 and 2.0: ATR ~1.5, so entry 2.1 - 2 x ATR is below zero.
-    closes = [0.5 if i % 2 else 2.0 for i in range(220)] + [2.1]
-    s = decide_one(series(closes, [100.0] * 220 + [500.0], wick=0.0))
+    closes = [0.5 if i % 2 else 2.0 for i in range(H - 1)] + [2.1]
+    s = decide_one(series(closes, [100.0] * (H - 1) + [500.0], wick=0.0))
     assert s.reason_code is EntryReason.INVALID_STOP
     assert s.inputs["close"] - 2 * s.inputs["atr"] <= 0
 
@@ -187,7 +188,7 @@ def test_params_from_config_reject_unknown_keys() -> None:
 def test_defaults_are_the_documented_ones() -> None:
     assert (P.breakout_lookback, P.volume_sma, P.volume_multiplier, P.ema_trend, P.atr_period,
             P.stop_atr_multiple, P.take_profit_r, P.risk_per_trade, P.history_candles) == \
-        (20, 20, 1.5, 200, 14, 2.0, 3.0, 0.005, 221)
+        (20, 20, 1.5, 200, 14, 2.0, 3.0, 0.005, 1021)
 
 
 # --- properties ---------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_corrupted_window_never_enters(seed: int, extra: int, how: tuple[str, in
     clean = random_walk(seed, H + extra)
     clean_signal = decide_one(clean, expected_last_open_time_ms=clean[-1].open_time_ms)
     assert clean_signal.enter
-    # When any one of the last 221 candles is NaN, a gap/duplicate appears, history is short,
+    # When any one of the last H candles is NaN, a gap/duplicate appears, history is short,
     # or the newest candle is missing
     broken, expected_last = corrupt(clean, how)
     signal = decide_one(broken, expected_last_open_time_ms=expected_last)
@@ -247,7 +248,7 @@ def test_corrupted_window_never_enters(seed: int, extra: int, how: tuple[str, in
 
 symbol_case = st.tuples(
     st.integers(0, 10_000),                 # seed
-    st.integers(150, 260),                  # length (some too short)
+    st.integers(H - 70, H + 40),            # length (some too short)
     st.booleans(),                          # force an entry on the last candle
     st.one_of(st.none(), corruption),       # optional corruption
 )
@@ -268,7 +269,9 @@ def test_vectorised_equals_deciding_each_symbol_alone(cases: list[tuple]) -> Non
 
 
 def test_universe_result_is_in_symbol_order_and_complete() -> None:
-    universe = {f"S{i}/USDT": random_walk(i, 230, force_entry=i % 2 == 0) for i in range(10)}
+    # Odd symbols: a random walk whose last candle trades nothing (LOW_VOLUME, never an entry).
+    universe = {f"S{i}/USDT": random_walk(i, H + 9) if i % 2 == 0 else with_last(random_walk(i, H + 9), volume=0.0)
+                for i in range(10)}
     out = decide_entries(CandleBatch.from_candles(universe, timeframe="1m"))
     assert [s.symbol for s in out] == list(universe)
     assert [s.enter for s in out] == [i % 2 == 0 for i in range(10)]
@@ -300,3 +303,47 @@ def test_entry_gaps_are_empty_when_a_data_problem_decided() -> None:
     s = decide_one(entry_series()[:50])
     assert s.reason_code is EntryReason.INSUFFICIENT_HISTORY
     assert entry_gaps(json.loads(json.dumps(s.to_dict()))["inputs"]) == []
+
+
+# --- the trend EMA is the chart's EMA (issue 15) ----------------------------------------------
+
+def test_the_issue_example_no_longer_enters_on_an_ema_seeded_inside_the_window() -> None:
+    # Given the issue's candles: one at 1000, 220 at 100, then 101 on ten times the volume
+    closes = [1000.0] + [100.0] * 220 + [101.0]
+    volumes = [1.0] * 221 + [10.0]
+    chart_ema = indicators.ema(np.array([closes]), 200)[0, -1]
+    assert chart_ema == pytest.approx(103.62, abs=0.005)
+    # Then with the former 221-candle window the "EMA200" was a fresh SMA seed and it entered
+    old = decide_entries(CandleBatch.from_candles({"X/USDT": series(closes, volumes, wick=0.0)}, timeframe="1m"),
+                         replace(P, history_candles=221))[0]
+    assert old.enter and old.inputs["ema"] == pytest.approx(100.01, abs=0.005)
+    # When the same candles end a longer history (at 1000 for a while, then one at 100 for
+    # longer than the old window), as the window now needs
+    history = [1000.0] * 400 + [100.0] * (H - 221) + closes
+    candles = series(history, [1.0] * (len(history) - 1) + [10.0], wick=0.0)
+    s = decide_one(candles)
+    full_ema = indicators.ema(np.array([history]), 200)[0, -1]
+    # Then the decision's EMA is the full-history EMA (the chart's, 101.03) to 0.1 %, where a
+    # 221-candle window would have seen a bare SMA seed of the last 200 candles (100.0)
+    assert full_ema == pytest.approx(101.03, abs=0.005)
+    assert s.inputs["ema"] == pytest.approx(full_ema, rel=1e-3)
+    assert decide_one(candles[-221:]).reason_code is EntryReason.INSUFFICIENT_HISTORY
+    # And a history too short for the window is no decision at all, never one on a raw seed
+    assert decide_one(series(closes, volumes, wick=0.0)).reason_code is EntryReason.INSUFFICIENT_HISTORY
+
+
+def test_the_decision_ema_agrees_with_the_full_history_ema_on_market_data() -> None:
+    from trading.exchanges.paper.synthetic import SyntheticMarket
+
+    market = SyntheticMarket(seed=11)
+    start = 1_700_000_000_000 - 1_700_000_000_000 % TF_MS
+    worst = 0.0
+    for symbol in ("BTC/USDT", "XRP/USDT", "SOL/USDT"):
+        a = market.candle_arrays(symbol, "1m", start, 6000)
+        full = indicators.ema(a.close[None, :], P.ema_trend)[0]
+        for end in range(H, 6000, 997):
+            window = {symbol: [C(int(a.open_time_ms[i]), a.open[i], a.high[i], a.low[i], a.close[i], a.volume[i])
+                               for i in range(end - H, end)]}
+            (s,) = decide_entries(CandleBatch.from_candles(window, timeframe="1m"), P)
+            worst = max(worst, abs(s.inputs["ema"] / full[end - 1] - 1))
+    assert worst < 1e-3

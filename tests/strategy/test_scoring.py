@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from strategy.engines.blite import EntryReason, EntrySignal, decide_entries
+from strategy.engines.blite import BLiteParams, EntryReason, EntrySignal, decide_entries
 from strategy.engines.candles import CandleBatch
 from strategy.engines.scoring import EntryScore, EntryScorer, PassThroughScorer, apply_scorer
 from tests.strategy.helpers import random_walk
+
+H = BLiteParams().history_candles
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class ByName:
 
 def universe() -> tuple[list[EntrySignal], CandleBatch]:
     batch = CandleBatch.from_candles(
-        {f"S{i}/USDT": random_walk(i, 230, force_entry=i != 2) for i in range(4)}, timeframe="1m",
+        {f"S{i}/USDT": random_walk(i, H + 9, force_entry=i != 2) for i in range(4)}, timeframe="1m",
     )
     return decide_entries(batch), batch
 

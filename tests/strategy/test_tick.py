@@ -37,13 +37,14 @@ def configure(**changes):
                   trace_id="test-setup")
 
 
-def scripted_market(n: int = 260, *, entry: tuple[str, ...] = ("BTC/USDT",), close: int = CLOSE) -> ScriptedSource:
+def scripted_market(n: int = BLiteParams().history_candles + 39, *, entry: tuple[str, ...] = ("BTC/USDT",),
+                    close: int = CLOSE) -> ScriptedSource:
     """Every symbol trends up for ``n`` candles up to ``close``; the ``entry`` symbols break out on
     double volume on the last candle, the others close just under their previous high."""
     src = ScriptedSource()
     t0 = close - n * TF
     for symbol in UNIVERSE:
-        closes = list(np.linspace(100.0, 110.0, n - 1))
+        closes = list(np.linspace(110.0 - 10.0 * (n - 2) / 258, 110.0, n - 1))    # 10 per 258 candles
         if symbol in entry:
             closes.append(112.0)
             volumes = [100.0] * (n - 1) + [200.0]
@@ -88,7 +89,7 @@ def test_a_tick_decides_every_symbol_and_enters_with_a_deterministic_client_id(w
     assert (order.side, order.type, order.intent, order.tick_id) == ("buy", "market", "entry", TICK)
     assert order.trace_id == btc.trace_id                    # the decision and its order share a trace
     # The row explains itself: engine inputs, the sizing result, the account it was sized on.
-    assert btc.inputs["engine"]["inputs"]["atr"] > 0 and btc.inputs["engine"]["inputs"]["candles_used"] == 221
+    assert btc.inputs["engine"]["inputs"]["atr"] > 0 and btc.inputs["engine"]["inputs"]["candles_used"] == 1021
     assert Decimal(btc.inputs["sizing"]["quantity"]) == order.quantity
     assert btc.inputs["sizing"]["cap"] == "MAX_POSITION_NOTIONAL"
     assert Decimal(btc.inputs["sizing"]["notional"]) <= config_get().max_position_notional

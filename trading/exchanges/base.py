@@ -8,11 +8,12 @@ unified symbols like ``BTC/USDT``. Adapters translate venue wire formats and err
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -60,6 +61,17 @@ class MarketRules:
     stop_orders: bool = True
 
 
+# Precision for the step arithmetic: exact for any realistic value / step (a context object
+# passed explicitly is much cheaper than entering ``localcontext`` on every call, and the
+# backtest rounds several times per trade).
+_STEP_CONTEXT = Context(prec=50)
+
+
+@functools.lru_cache(maxsize=1024)
+def _step_quantum(step: Decimal) -> Decimal:
+    return Decimal(1).scaleb(min(step.as_tuple().exponent, 0))  # type: ignore[type-var]
+
+
 def round_to_step(value: Decimal, step: Decimal, *, up: bool = False) -> Decimal:
     """Round to a multiple of ``step`` (down by default), keeping the step's exponent.
 
@@ -67,14 +79,11 @@ def round_to_step(value: Decimal, step: Decimal, *, up: bool = False) -> Decimal
     """
     if step <= 0:
         raise ValueError(f"step must be > 0, got {step}")
-    with localcontext() as ctx:
-        ctx.prec = 50
-        units = (value / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
-        result = units * step
-        # Show as many decimals as the step has (``0.010`` step -> 3 places), for clean
-        # strings in orders and logs; exact, since result is a multiple of step.
-        exponent = min(step.as_tuple().exponent, 0)  # type: ignore[type-var]
-        return result.quantize(Decimal(1).scaleb(exponent))
+    ctx = _STEP_CONTEXT
+    units = ctx.divide(value, step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR, context=ctx)
+    # Show as many decimals as the step has (``0.010`` step -> 3 places), for clean strings in
+    # orders and logs; exact, since the result is a multiple of step.
+    return ctx.multiply(units, step).quantize(_step_quantum(step), context=ctx)
 
 
 @dataclass(frozen=True)

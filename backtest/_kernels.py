@@ -1,0 +1,90 @@
+"""Tight per-candle loops of the backtest, compiled with numba (``cache=True``: compiled once
+per machine, then loaded from ``__pycache__`` in well under a second).
+
+Nothing here decides anything on its own:
+
+* ``ema_at`` / ``wilder_at`` compute, for chosen candles, the trend EMA and the ATR exactly as
+  ``strategy.engines.indicators.ema`` / ``atr`` compute them on the decision window that ends
+  at that candle - the same seed (the window's first SMA, summed left to right) and the same
+  operation order, so the floats are bit-for-bit equal (``tests/backtest/test_engine_kernels``).
+  The live tick evaluates one window per tick; a backtest needs a window per candle, which in
+  NumPy costs a Python-level loop per window.
+* ``next_exit_candidate`` / ``first_loss_candidate`` are *searches*: they skip candles that
+  certainly change nothing (a stop / target not touched, equity clearly above the daily loss
+  limit), with a relative slack of ``EPS`` so float rounding can never skip a real hit. The
+  candle they stop at is then decided by the live rules in Decimal (``stops.candle_exit``,
+  ``gates.daily_loss_limit_hit``); a false alarm just resumes the search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+EPS = 1e-9
+
+
+@njit(cache=True, nogil=True)
+def ema_at(x, ends, window, period):  # pragma: no cover - compiled
+    k = 2.0 / (period + 1)
+    out = np.empty(ends.shape[0])
+    for i in range(ends.shape[0]):
+        e = ends[i]
+        s = e - window + 1
+        total = 0.0
+        for j in range(s, s + period):
+            total = total + x[j]
+        prev = total / period
+        for j in range(s + period, e + 1):
+            prev = (x[j] - prev) * k + prev
+        out[i] = prev
+    return out
+
+
+@njit(cache=True, nogil=True)
+def wilder_at(tr, ends, window, period):  # pragma: no cover - compiled
+    """Wilder's smoothing of the true range ``tr`` (``indicators.true_range`` of the whole
+    series: a candle's TR needs only it and the previous close, so it is the window's own)."""
+    out = np.empty(ends.shape[0])
+    for i in range(ends.shape[0]):
+        e = ends[i]
+        s = e - window + 1
+        total = 0.0
+        for j in range(s + 1, s + 1 + period):
+            total = total + tr[j]
+        prev = total / period
+        for j in range(s + period + 1, e + 1):
+            prev = (prev * (period - 1) + tr[j]) / period
+        out[i] = prev
+    return out
+
+
+@njit(cache=True, nogil=True)
+def next_exit_candidate(o, h, lo, start, end, stop, take_profit, highest, distance):  # pragma: no cover
+    """First candle in [start, end) that may exit a position whose stop is ``stop`` before
+    ``start``: (index or -1, highest high before that candle, stop before it)."""
+    for j in range(start, end):
+        s_hi = stop * (1.0 + EPS)
+        tp_lo = take_profit * (1.0 - EPS)
+        if o[j] <= s_hi or lo[j] <= s_hi or o[j] >= tp_lo or h[j] >= tp_lo:
+            return j, highest, stop
+        if h[j] > highest:
+            highest = h[j]
+        if highest - distance > stop:
+            stop = highest - distance
+    return -1, highest, stop
+
+
+@njit(cache=True, nogil=True)
+def first_loss_candidate(cash, quantities, close, start, end, threshold):  # pragma: no cover - compiled
+    """First tick in [start, end] whose equity (cash + quantities x closes) may be at or below
+    ``threshold``, or -1."""
+    bound = threshold * (1.0 + EPS) + abs(threshold) * EPS
+    n_sym = quantities.shape[0]
+    for t in range(start, end + 1):
+        equity = cash
+        for s in range(n_sym):
+            equity += quantities[s] * close[s, t]
+        if equity <= bound:
+            return t
+    return -1

@@ -1,0 +1,45 @@
+"""The backtest's compiled loops give bit-for-bit the indicator values the live tick computes
+on each decision window (``strategy.engines.indicators``, itself checked against TA-Lib)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import strategy.engines.indicators as indicators
+from backtest import _kernels
+
+
+def _walk(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    high = close * (1 + rng.uniform(0, 0.01, n))
+    low = close * (1 - rng.uniform(0, 0.01, n))
+    return high, low, close
+
+
+@pytest.mark.parametrize(("window", "period"), [(1021, 200), (29, 5), (13, 2), (50, 50)])
+def test_windowed_ema_and_atr_equal_the_live_functions_on_each_window(window: int, period: int) -> None:
+    high, low, close = _walk(window + period, 3000)
+    ends = np.arange(window - 1, 3000, 37, dtype=np.int64)
+    ema = _kernels.ema_at(close, ends, window, period)
+    tr = indicators.true_range(high[None, :], low[None, :], close[None, :])[0]
+    atr_period = min(period, window - 1)
+    atr = _kernels.wilder_at(tr, ends, window, atr_period)
+    windows = np.stack([np.arange(e - window + 1, e + 1) for e in ends])
+    live_ema = indicators.ema(close[windows], period)[:, -1]
+    live_atr = indicators.atr(high[windows], low[windows], close[windows], atr_period)[:, -1]
+    np.testing.assert_array_equal(ema, live_ema)        # bit for bit, not approximately
+    np.testing.assert_array_equal(atr, live_atr)
+
+
+def test_the_exit_search_never_skips_a_candle_that_touches_the_stop_or_target() -> None:
+    # A candle whose low equals the stop exactly is a candidate even when float rounding of the
+    # ratcheted stop (highest - distance) lands a hair below it.
+    o = np.array([100.3, 100.2, 100.1])
+    h = np.array([100.7, 100.4, 100.2])
+    lo = np.array([100.2, 100.1, 100.1])
+    stop, highest, distance = 99.0, 100.0, 0.6
+    j, high_before, stop_before = _kernels.next_exit_candidate(o, h, lo, 0, 3, stop, 200.0, highest, distance)
+    # After candle 0 the stop is 100.7 - 0.6 = 100.1 (in floats 100.10000000000001 or so)
+    assert j == 1 and high_before == 100.7 and stop_before == pytest.approx(100.1)
