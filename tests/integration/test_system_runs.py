@@ -88,7 +88,7 @@ def test_run_command_brings_up_a_healthy_system_and_stops_cleanly(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     output = log_path.read_text()
-    for name in ("api", "data-syncer", "strategy-engine", "beat", "flower"):
+    for name in ("api", "data-syncer", "strategy-engine", "backtest-worker", "beat", "flower"):
         assert f"{name} started" in output
         assert f"{name} stopped" in output
     # Heartbeats ran (/health was 200 on them) without a log line per task: the stream is for people.
