@@ -19,7 +19,7 @@ from strategy.models import StrategyDecision, StrategyPosition
 from strategy.services.positions import stop_monitor_run
 from strategy.services.tick import tick_run
 from tests.strategy.helpers import series
-from tests.support.markets import ScriptedSource, paper_gateway, to_source_candles
+from tests.support.markets import ScriptedSource, current_minute, paper_gateway, to_source_candles
 from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
 from trading.exchanges.binance import BinanceGateway
@@ -103,7 +103,7 @@ def test_entry_fill_position_stop_exit_on_every_venue(venue_name, emulators, red
                   reason_code="TEST_SETUP", reason="end-to-end", trace_id="setup")
     venue = Venue(venue_name, emulators.get(venue_name))
     monkeypatch.setattr("trading.exchanges.factory._gateway", venue.gateway)   # what the order tasks use
-    close = now_ms() // TF * TF
+    close = current_minute()
     venue.set_market(market_rows(close))
     tick = tick_id_for(ms_to_datetime(close))
 

@@ -38,12 +38,12 @@ from emulator.core import OPEN_STATUSES
 from emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from infra.clock import ms_to_datetime, now_ms, tick_id_for
 from infra.models import TelegramOutbox
-from strategy.engines import PositionStop
+from strategy.engines import BLiteParams, PositionStop
 from strategy.models import StrategyPosition
 from strategy.services.tick import tick_run
 from tests.integration.test_crash_matrix import _worker_env
 from tests.strategy.helpers import series
-from tests.support.markets import to_source_candles
+from tests.support.markets import current_minute, to_source_candles
 from trading.config_schema import config_get
 from trading.exchanges.binance import BinanceGateway
 from trading.exchanges.bybit import BybitGateway
@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[2]
 UNIVERSE = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 ENTERS = ("BTC/USDT", "ETH/USDT")
 TF = 60_000
-N = 260
+N = BLiteParams().history_candles + 39          # the decision window and a margin
 
 
 def market_rows(close_ms: int) -> dict[str, list]:
@@ -187,7 +187,7 @@ def open_positions(venue: Venue, monkeypatch) -> list[StrategyPosition]:
     config_update(changes={"universe": UNIVERSE, "timeframe": "1m"}, actor="test", source="system",
                   reason_code="TEST_SETUP", reason="outage", trace_id="setup")
     monkeypatch.setattr("trading.exchanges.factory._gateway", venue.gateway)
-    close = now_ms() // TF * TF
+    close = current_minute()
     venue.set_market(market_rows(close))
     tick_run(tick_id=tick_id_for(ms_to_datetime(close)), gateway=venue.gateway, now_ms=now_ms())
     positions = list(StrategyPosition.objects.order_by("symbol"))

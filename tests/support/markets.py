@@ -104,3 +104,16 @@ def find_synthetic_entries(market, symbols: Sequence[str], *, start_close_ms: in
         if entering:
             found.append((close, entering))
     return found
+
+
+def current_minute(*, margin_ms: int = 20_000) -> int:
+    """Open time of the minute now, waiting first if it is about to end: a test that builds a
+    market ending at this minute and then runs its tick must not see the minute turn in between
+    (the tick would then expect the next candle: STALE_DATA, no entry)."""
+    import time
+
+    from infra.clock import now_ms
+
+    while now_ms() % 60_000 > 60_000 - margin_ms:
+        time.sleep(0.25)
+    return now_ms() // 60_000 * 60_000
