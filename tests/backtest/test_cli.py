@@ -4,16 +4,15 @@ engine, from each data source; bad input is one line naming it, exit 2, and noth
 from __future__ import annotations
 
 import csv
-import io
 import json
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
 
 from backtest.data import DataSource, load_series, warmup_candles
 from backtest.models import BacktestRun, BacktestTrade
 from infra.clock import ms_to_datetime
+from tests.support.cli import tbot
 from trading.config_schema import config_defaults
 
 pytestmark = pytest.mark.django_db
@@ -26,19 +25,10 @@ COMMON = ["--universe", "BTC/USDT,ETH/USDT", "--timeframe", "1h", "--start", STA
           "--set", "volume_multiplier=1.2"]
 
 
-def tbot(args: list[str]) -> tuple[int, str, str]:
-    """``manage.py tbot ...`` in-process (what the ``tbot`` script runs); (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("tbot", *args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def run(capsys, *args):
-    return tbot(["backtest", "run", *args])
+    return tbot("backtest", "run", *args)
 
 
 def series(seed=5):
@@ -149,7 +139,7 @@ def test_a_csv_with_gaps_nan_or_unsorted_rows_is_refused_naming_the_line(capsys,
 
 
 def test_a_bad_parameter_gets_the_very_message_tbot_config_set_gives(capsys, tmp_path):
-    code, _out, err = tbot(["config", "set", "take_profit_r=-1", "--reason-code", "TUNE", "--reason", "try"])
+    code, _out, err = tbot("config", "set", "take_profit_r=-1", "--reason-code", "TUNE", "--reason", "try")
     assert code == 2
     config_set_says = err.strip().removeprefix("tbot: ")
     code, _out, err = run(capsys, *BTC_ONLY, "--set", "take_profit_r=-1", "--source", "synthetic")
@@ -157,15 +147,15 @@ def test_a_bad_parameter_gets_the_very_message_tbot_config_set_gives(capsys, tmp
 
 
 def test_json_output_and_the_progress_bar_when_asked(capsys, tmp_path):
-    code, out, _err = tbot(["--json", "backtest", "run", *BTC_ONLY, "--source", "synthetic", "--out", str(tmp_path),
-                            "--progress"])
+    code, out, _err = tbot("--json", "backtest", "run", *BTC_ONLY, "--source", "synthetic", "--out", str(tmp_path),
+                            "--progress")
     captured = capsys.readouterr()
     assert code == 0
     body = json.loads(out)
     assert body["ok"] is True and body["run_id"] == BacktestRun.objects.get().pk
     assert body["report"]["html"].endswith("report.html") and set(body["metrics"]) >= {"sharpe", "calmar", "exposure"}
     assert "backtest: 100%" in captured.err          # tqdm on stderr; stdout stays pure JSON
-    code, out, _err = tbot(["--json", "backtest", "run", *BTC_ONLY, "--set", "atr_period=0", "--source", "synthetic"])
+    code, out, _err = tbot("--json", "backtest", "run", *BTC_ONLY, "--set", "atr_period=0", "--source", "synthetic")
     body = json.loads(out)
     assert code == 2 and body == {"ok": False, "error": "invalid_input",
                                   "fields": {"atr_period": ["must be >= 1, got 0"]}}

@@ -4,7 +4,6 @@ in-sample and out-of-sample side by side."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -14,11 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from django.db import connection
 
 from alphasniper_project.celery import Queue, app
 from backtest.models import BacktestRun, BacktestSweep
+from tests.support.cli import tbot
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -55,14 +54,6 @@ def backtest_worker(_isolated_redis, redis_client):
         proc.wait(timeout=10)
 
 
-def tbot(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("tbot", *args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_a_walk_forward_grid_sweep_runs_on_the_backtest_worker_and_ranks_in_and_out_of_sample(backtest_worker):
