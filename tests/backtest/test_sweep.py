@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from django.db import connection
 
 from alphasniper_project.celery import Queue, app
@@ -34,8 +35,10 @@ def backtest_worker(_isolated_redis, redis_client):
 
     db = connection.settings_dict
     node = f"backtest-{uuid.uuid4().hex[:8]}@test"
+    # The worker listens on the broker the sweep sends to (under `make test` the broker URL is derived
+    # from REDIS_URL when settings load, before the test's Redis isolation moves REDIS_URL).
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "REDIS_URL": settings.REDIS_URL, "CELERY_BROKER_URL": settings.REDIS_URL, "LOG_FORMAT": "text"}
+           "REDIS_URL": settings.REDIS_URL, "CELERY_BROKER_URL": app.conf.broker_url, "LOG_FORMAT": "text"}
     log = open(ROOT / ".data" / f"{node.split('@')[0]}.log", "w") if (ROOT / ".data").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "alphasniper_project", "worker", "-Q", "backtest",
                              "-n", node, "--concurrency", "2", "--without-heartbeat", "--without-mingle",
@@ -123,5 +126,6 @@ def test_a_random_search_draws_the_samples_and_a_bad_value_stops_the_sweep_befor
     sweep = BacktestSweep.objects.get()
     sets = {(r.overrides["ema_trend"], r.overrides["take_profit_r"]) for r in sweep.runs.all()}
     assert sweep.total_runs == 6 and len(sets) == 3                 # 3 of the 4 sets, each in and out of sample
-    assert redis_client.llen(Queue.BACKTEST) == 6                   # queued for whichever worker comes
-    redis_client.delete(Queue.BACKTEST)
+    broker = redis.Redis.from_url(app.conf.broker_url)              # where the sweep sent its tasks
+    assert broker.llen(Queue.BACKTEST) == 6                         # queued for whichever worker comes
+    broker.delete(Queue.BACKTEST)
