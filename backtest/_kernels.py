@@ -24,20 +24,42 @@ from numba import njit
 EPS = 1e-9
 
 
+# Windows computed side by side. Each window's smoothing is one long chain of dependent float
+# operations (a division per step for Wilder's), so a window at a time waits on the latency of
+# every step; LANES independent chains advanced together keep the FPU busy. Each lane performs
+# exactly its own window's operations in the same order, so the values do not change. A last,
+# partial group repeats its final window in the spare lanes (computed, not stored).
+LANES = 16
+
+
+@njit(cache=True, nogil=True)
+def _lane_starts(ends, g, window, starts):  # pragma: no cover - compiled
+    m = ends.shape[0]
+    for lane in range(LANES):
+        starts[lane] = ends[min(g + lane, m - 1)] - window + 1
+
+
 @njit(cache=True, nogil=True)
 def ema_at(x, ends, window, period):  # pragma: no cover - compiled
     k = 2.0 / (period + 1)
-    out = np.empty(ends.shape[0])
-    for i in range(ends.shape[0]):
-        e = ends[i]
-        s = e - window + 1
-        total = 0.0
-        for j in range(s, s + period):
-            total = total + x[j]
-        prev = total / period
-        for j in range(s + period, e + 1):
-            prev = (x[j] - prev) * k + prev
-        out[i] = prev
+    m = ends.shape[0]
+    out = np.empty(m)
+    prev = np.empty(LANES)
+    starts = np.empty(LANES, dtype=np.int64)
+    for g in range(0, m, LANES):
+        _lane_starts(ends, g, window, starts)
+        for lane in range(LANES):
+            prev[lane] = 0.0
+        for j in range(period):                     # the seed: the window's first SMA, left to right
+            for lane in range(LANES):
+                prev[lane] = prev[lane] + x[starts[lane] + j]
+        for lane in range(LANES):
+            prev[lane] = prev[lane] / period
+        for j in range(period, window):
+            for lane in range(LANES):
+                prev[lane] = (x[starts[lane] + j] - prev[lane]) * k + prev[lane]
+        for lane in range(min(LANES, m - g)):
+            out[g + lane] = prev[lane]
     return out
 
 
@@ -45,17 +67,24 @@ def ema_at(x, ends, window, period):  # pragma: no cover - compiled
 def wilder_at(tr, ends, window, period):  # pragma: no cover - compiled
     """Wilder's smoothing of the true range ``tr`` (``indicators.true_range`` of the whole
     series: a candle's TR needs only it and the previous close, so it is the window's own)."""
-    out = np.empty(ends.shape[0])
-    for i in range(ends.shape[0]):
-        e = ends[i]
-        s = e - window + 1
-        total = 0.0
-        for j in range(s + 1, s + 1 + period):
-            total = total + tr[j]
-        prev = total / period
-        for j in range(s + period + 1, e + 1):
-            prev = (prev * (period - 1) + tr[j]) / period
-        out[i] = prev
+    m = ends.shape[0]
+    out = np.empty(m)
+    prev = np.empty(LANES)
+    starts = np.empty(LANES, dtype=np.int64)
+    for g in range(0, m, LANES):
+        _lane_starts(ends, g, window, starts)
+        for lane in range(LANES):
+            prev[lane] = 0.0
+        for j in range(1, 1 + period):              # the seed skips the window's first TR (no prev close)
+            for lane in range(LANES):
+                prev[lane] = prev[lane] + tr[starts[lane] + j]
+        for lane in range(LANES):
+            prev[lane] = prev[lane] / period
+        for j in range(period + 1, window):
+            for lane in range(LANES):
+                prev[lane] = (prev[lane] * (period - 1) + tr[starts[lane] + j]) / period
+        for lane in range(min(LANES, m - g)):
+            out[g + lane] = prev[lane]
     return out
 
 

@@ -33,6 +33,23 @@ def test_windowed_ema_and_atr_equal_the_live_functions_on_each_window(window: in
     np.testing.assert_array_equal(atr, live_atr)
 
 
+@pytest.mark.parametrize("count", [0, 1, _kernels.LANES - 1, _kernels.LANES, 2 * _kernels.LANES + 3])
+def test_windows_computed_side_by_side_equal_one_window_at_a_time(count: int) -> None:
+    # The kernels advance LANES windows together; a last partial group, a single window and no
+    # window at all must give each window exactly its own value (the live function's).
+    window, period = 301, 50
+    high, low, close = _walk(count, 2000)
+    ends = np.random.default_rng(count).integers(window - 1, 2000, count).astype(np.int64)
+    tr = indicators.true_range(high[None, :], low[None, :], close[None, :])[0]
+    ema = _kernels.ema_at(close, ends, window, period)
+    atr = _kernels.wilder_at(tr, ends, window, 14)
+    assert ema.shape == atr.shape == (count,)
+    for i, e in enumerate(ends):
+        win = slice(e - window + 1, e + 1)
+        assert ema[i] == indicators.ema(close[None, win], period)[0, -1]
+        assert atr[i] == indicators.atr(high[None, win], low[None, win], close[None, win], 14)[0, -1]
+
+
 def test_the_exit_search_never_skips_a_candle_that_touches_the_stop_or_target() -> None:
     # A candle whose low equals the stop exactly is a candidate even when float rounding of the
     # ratcheted stop (highest - distance) lands a hair below it.
