@@ -1,0 +1,76 @@
+"""The backtest's shortcut for the sizings that end before anything is sized (a shrunken account
+turns most entry signals into NO_FREE_BALANCE) gives exactly the reason code the full
+``size_position`` - the live tick's function - returns, on many random inputs."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backtest.engine import _Sizer
+from strategy.engines.sizing import SizingSkip, size_position
+from trading.exchanges.base import MarketRules
+
+RISK, CAP = D("0.005"), D("1000")
+
+
+def decimals(lo: str, hi: str, places: int) -> st.SearchStrategy[D]:
+    return st.decimals(D(lo), D(hi), places=places, allow_nan=False, allow_infinity=False)
+
+
+rules_st = st.builds(
+    lambda tick, lot, min_notional: MarketRules(symbol="X/USDT", venue_symbol="XUSDT", base="X", quote="USDT",
+                                                tick_size=D(tick), lot_step=D(lot), min_qty=D(lot),
+                                                min_notional=D(min_notional)),
+    st.sampled_from(["0.01", "0.1", "1", "0.00001", "0.003", "0.5", "25"]),
+    st.sampled_from(["0.001", "1", "0.00001"]),
+    st.sampled_from(["0", "5", "10", "100"]),
+)
+# Prices as the engine builds them from floats (``Decimal(repr(x))``), or plain decimals, near
+# and around the tick sizes above so that stops rounding to 0 or onto the entry come up.
+price_st = st.one_of(
+    st.floats(1e-6, 1e6, allow_nan=False).map(lambda x: D(repr(x))),
+    decimals("-1", "200", 3),
+)
+free_st = st.one_of(decimals("-50", "200", 8), decimals("0", "1e7", 2), st.sampled_from([D(0), D("-0"), D("5.025")]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(rules=rules_st, free_quote=free_st, entry=price_st, stop=price_st, equity=decimals("0.01", "1e7", 6),
+       repeat=st.booleans())
+def test_the_shortcut_gives_the_full_sizings_skip_or_defers_to_it(rules, free_quote, entry, stop, equity,
+                                                                   repeat) -> None:
+    sizer = _Sizer()
+    sizer.rules_checked.add(0)
+    if repeat:                                          # the memoised spendable balance is the same value
+        sizer.early(0, rules, free_quote=free_quote, entry_price=entry, stop_price=stop, equity_positive=True)
+    quick = sizer.early(0, rules, free_quote=free_quote, entry_price=entry, stop_price=stop, equity_positive=True)
+    try:
+        full = size_position(equity=equity, free_quote=free_quote, entry_price=entry, stop_price=stop,
+                             risk_per_trade=RISK, max_position_notional=CAP, lot_step=rules.lot_step,
+                             tick_size=rules.tick_size, min_qty=rules.min_qty, min_notional=rules.min_notional)
+    except ValueError:
+        assert quick is None                            # the engine makes the full call, which raises
+        return
+    if quick is not None:
+        assert quick == full.skip
+        assert quick in (SizingSkip.INVALID_STOP, SizingSkip.NO_FREE_BALANCE)
+    else:
+        # Deferred only when the full call goes on to size (or stops at INVALID_STOP with money to spend)
+        assert full.skip not in (SizingSkip.NO_FREE_BALANCE, SizingSkip.NO_EQUITY)
+
+
+def test_the_shortcut_waits_for_a_full_call_to_accept_the_rules_and_for_a_positive_equity() -> None:
+    rules = MarketRules(symbol="X/USDT", venue_symbol="XUSDT", base="X", quote="USDT", tick_size=D("0.01"),
+                        lot_step=D("0.001"), min_qty=D("0.001"), min_notional=D("5"))
+    broke = {"free_quote": D("1"), "entry_price": D("100"), "stop_price": D("98")}
+    sizer = _Sizer()
+    assert sizer.early(0, rules, **broke, equity_positive=True) is None       # rules not yet validated
+    sizer.rules_checked.add(0)
+    assert sizer.early(0, rules, **broke, equity_positive=False) is None      # NO_EQUITY is the full call's
+    assert sizer.early(0, rules, **broke, equity_positive=True) is SizingSkip.NO_FREE_BALANCE
+    assert sizer.early(0, rules, **{**broke, "stop_price": D("0.001")}, equity_positive=True) is (
+        SizingSkip.INVALID_STOP)                        # rounds down to 0 on the 0.01 tick: checked first
+    assert sizer.early(0, rules, **{**broke, "free_quote": D("6")}, equity_positive=True) is None   # it sizes
