@@ -9,6 +9,7 @@ Nothing here decides anything on its own:
   operation order, so the floats are bit-for-bit equal (``tests/backtest/test_engine_kernels``).
   The live tick evaluates one window per tick; a backtest needs a window per candle, which in
   NumPy costs a Python-level loop per window.
+* ``donchian_high`` is the live channel over a whole series in one pass (a maximum is exact).
 * ``next_exit_candidate`` / ``first_loss_candidate`` are *searches*: they skip candles that
   certainly change nothing (a stop / target not touched, equity clearly above the daily loss
   limit), with a relative slack of ``EPS`` so float rounding can never skip a real hit. The
@@ -85,6 +86,28 @@ def wilder_at(tr, ends, window, period):  # pragma: no cover - compiled
                 prev[lane] = (prev[lane] * (period - 1) + tr[starts[lane] + j]) / period
         for lane in range(min(LANES, m - g)):
             out[g + lane] = prev[lane]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def donchian_high(high, lookback):  # pragma: no cover - compiled
+    """``indicators.donchian_high`` of one series: the highest of the ``lookback`` highs before
+    each candle; NaN for the first ``lookback`` candles and wherever the window holds a NaN (as
+    ``np.max`` propagates it). A maximum does not depend on the order it is taken in, so the
+    values are the live function's (a zero's sign aside, which no comparison sees) without the
+    20 x n temporary of the sliding-window reduction."""
+    n = high.shape[0]
+    out = np.full(n, np.nan)
+    for i in range(lookback, n):
+        m = -np.inf
+        for j in range(i - lookback, i):
+            x = high[j]
+            if np.isnan(x):
+                m = np.nan
+                break
+            if x > m:
+                m = x
+        out[i] = m
     return out
 
 

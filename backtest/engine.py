@@ -5,10 +5,11 @@ one tick of the live system on the paper venue, with the live code:
 
 * **Entries** - ``strategy.engines.blite``: the same reason codes in the same precedence
   (``entry_reason_codes``), on the same ``history_candles`` window per candle. Indicators are
-  computed once over the whole series instead of once per window: Donchian and the volume
-  SMA with the live functions (window-local, so the values are the same), the trend EMA and
-  the ATR - whose values depend on where the window starts - with ``_kernels.ema_at`` /
-  ``atr_at``, which give bit-for-bit the values ``indicators.ema`` / ``atr`` give on the
+  computed once over the whole series instead of once per window: the volume SMA with the
+  live function and the Donchian channel with ``_kernels.donchian_high`` (the live channel in
+  one pass; both window-local, so the values are the same), the trend EMA and the ATR - whose
+  values depend on where the window starts - with ``_kernels.ema_at`` / ``wilder_at``, which
+  give bit-for-bit the values ``indicators.ema`` / ``atr`` give on the
   candle's own window, and only on the candles where they can change the decision (a breakout
   on volume over clean data: every other candle is decided by an earlier reason).
 * **Gates** - ``strategy.engines.gates.entry_gate`` / ``daily_loss_limit_hit``: a symbol with
@@ -105,6 +106,7 @@ END_OF_DATA = "END_OF_DATA"
 _ENTRY_CODE = REASON_PRECEDENCE.index(EntryReason.ENTRY_SIGNAL)
 _STOP_EXITS = (ExitReason.STOP_LOSS, ExitReason.TRAILING_STOP)
 _DAY_MS = 86_400_000
+LOSS_LOOKAHEAD = 256
 ZERO = Decimal(0)
 
 
@@ -261,7 +263,7 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
     stale = np.zeros(n, dtype=bool)                                # the window ends at its own candle
 
     with np.errstate(invalid="ignore"):
-        donchian = indicators.donchian_high(h[None, :], p.breakout_lookback)[0, end_idx]
+        donchian = _kernels.donchian_high(h, p.breakout_lookback)[end_idx]
         vol_sma = indicators.sma(v[None, :], p.volume_sma)[0, end_idx]
     close, volume = c[end_idx], v[end_idx]
     breakout, volume_ok, _, _ = entry_conditions(p, close=close, donchian=donchian, volume=volume,
@@ -297,8 +299,8 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
     return _Symbol(
         name=sym, base=sym.partition("/")[0], rules=rules, open_time_ms=t[end_idx], open=o[end_idx],
         high=h[end_idx], low=lo[end_idx], close=close, codes=codes,
-        atr={int(i): float(a) for i, a in zip(sig[entering], atr_s[entering], strict=True)},
-        stop={int(i): float(s) for i, s in zip(sig[entering], stop_s[entering], strict=True)},
+        atr=dict(zip(sig[entering].tolist(), atr_s[entering].tolist(), strict=True)),
+        stop=dict(zip(sig[entering].tolist(), stop_s[entering].tolist(), strict=True)),
     )
 
 
@@ -338,8 +340,9 @@ class _Book:
         self.entries: list[tuple[str, int, Decimal, Decimal]] = []
         # Daily loss limit state.
         self.tick_close_ms = tick_close_ms
-        self.day_starts = self._day_start_ticks()
+        self.day_starts = [*self._day_start_ticks(), self.n]    # ending in "no more days" (never reached)
         self.next_day = 0                       # index into day_starts of the next day to open
+        self.loss_scan: tuple[int, int, int] | None = None     # (from, to, first candidate or -1)
         self.day_equity_start: Decimal | None = None
         self.threshold_f = -math.inf
         self.halt_tick = -1                     # tick of today's loss halt, -1 if none
@@ -380,31 +383,33 @@ class _Book:
         and the daily loss check at each close."""
         while self.done < target:
             t = self.done + 1
-            nxt_exit = self.exits[0][0] if self.exits else self.n
-            nxt_day = self.day_starts[self.next_day] if self.next_day < len(self.day_starts) else self.n
-            until = min(nxt_exit, nxt_day, target + 1) - 1
-            if t <= until:
-                self._scan_loss(t, until)
+            nxt_event = min(self.exits[0][0] if self.exits else self.n, self.day_starts[self.next_day])
+            if t < nxt_event:
+                until = min(nxt_event - 1, target)
+                self._scan_loss(t, until, nxt_event - 1)
                 self.done = until
                 continue
             # Tick t carries an event: exits inside candle t, then (at its close) a new HK day.
             while self.exits and self.exits[0][0] == t:
                 _, _, si = heapq.heappop(self.exits)
                 self.close_position(si)
-            if t == nxt_day:
+            if t == self.day_starts[self.next_day]:
                 self.next_day += 1
                 self.day_equity_start = self.equity(t)
                 limit = self.day_equity_start * (1 - self.cfg.daily_loss_limit)
                 self.threshold_f = float(limit) if self.day_equity_start > 0 else -math.inf
                 self.halt_tick = -1
-            self._scan_loss(t, t)
+                self.loss_scan = None
+            self._scan_loss(t, t, t)
             self.done = t
 
-    def _scan_loss(self, start: int, end: int) -> None:
+    def _scan_loss(self, start: int, end: int, horizon: int) -> None:
+        """The daily loss check at the closes ``start``..``end``; nothing up to ``horizon`` (>= end)
+        changes the balances or the day unless a position opens."""
         if self.halt_tick >= 0 or self.day_equity_start is None:
             return
         while start <= end:
-            hit = _kernels.first_loss_candidate(self.cash_f, self.qty_f, self.close, start, end, self.threshold_f)
+            hit = self._loss_candidate(start, end, horizon)
             if hit < 0:
                 return
             if daily_loss_limit_hit(equity_start=self.day_equity_start, equity_now=self.equity(hit),
@@ -412,6 +417,24 @@ class _Book:
                 self.halt_tick = hit
                 return
             start = hit + 1
+
+    def _loss_candidate(self, start: int, end: int, horizon: int) -> int:
+        """``_kernels.first_loss_candidate`` over ``start``..``end``. The signal ticks that call
+        it are ~11 candles apart, so one search looks up to LOSS_LOOKAHEAD candles further (to
+        ``horizon`` at most) and answers the next calls while the balances and the day's
+        threshold it used are unchanged (``loss_scan`` is cleared when they change). The test is
+        per tick, so a search's first candidate at or after ``start`` is the first from ``start``."""
+        scan = self.loss_scan
+        if scan is not None and scan[0] <= start:
+            searched_to, hit = scan[1], scan[2]
+            if hit >= start:
+                return hit if hit <= end else -1
+            if hit < 0 and end <= searched_to:
+                return -1
+        searched_to = max(end, min(horizon, end + LOSS_LOOKAHEAD))
+        hit = _kernels.first_loss_candidate(self.cash_f, self.qty_f, self.close, start, searched_to, self.threshold_f)
+        self.loss_scan = (start, searched_to, hit)
+        return hit if hit <= end else -1
 
     # positions
     def open_position(self, si: int, tick: int, qty: Decimal) -> tuple[Decimal, bool]:
@@ -427,6 +450,7 @@ class _Book:
         self.balances[s.base] += qty - fee_base
         self.cash_f = float(self.balances[self.quote])
         self.qty_f[si] = float(self.balances[s.base])
+        self.loss_scan = None
         self.cash_delta[tick] -= float(cost)
         self.qty_delta[si, tick] += float(qty - fee_base)
         state = PositionStop.for_entry(
@@ -491,6 +515,7 @@ class _Book:
             self.balances[self.quote] += proceeds - fee
         self.cash_f = float(self.balances[self.quote])
         self.qty_f[si] = float(self.balances[s.base])
+        self.loss_scan = None
         self.cash_delta[tick] += float(proceeds - fee)
         self.qty_delta[si, tick] -= float(qty)
         cost = pos.entry_price * qty + (pos.entry_fee_quote * qty / pos.held if pos.held else ZERO)
@@ -629,9 +654,8 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
         for code, k in enumerate(np.bincount(s.codes[free], minlength=len(REASON_PRECEDENCE))):
             if k:
                 counts[str(REASON_PRECEDENCE[code])] += int(k)
-    for (_, _), (_, reason) in overrides.items():
-        counts[str(EntryReason.ENTRY_SIGNAL)] -= 1
-        counts[reason] += 1
+    counts[str(EntryReason.ENTRY_SIGNAL)] -= len(overrides)          # each decided by a gate or the sizing
+    counts.update(reason for _, reason in overrides.values())
     cash = float(spec.initial_balances[quote]) + np.cumsum(book.cash_delta)
     qty0 = np.array([float(spec.initial_balances.get(s.base, ZERO)) for s in syms])
     holdings = qty0[:, None] + np.cumsum(book.qty_delta, axis=1)
