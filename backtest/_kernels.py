@@ -94,20 +94,37 @@ def donchian_high(high, lookback):  # pragma: no cover - compiled
     """``indicators.donchian_high`` of one series: the highest of the ``lookback`` highs before
     each candle; NaN for the first ``lookback`` candles and wherever the window holds a NaN (as
     ``np.max`` propagates it). A maximum does not depend on the order it is taken in, so the
-    values are the live function's (a zero's sign aside, which no comparison sees) without the
-    20 x n temporary of the sliding-window reduction."""
+    values are the live function's (a zero's sign aside, which no comparison sees).
+
+    In three passes whatever the lookback (van Herk / Gil-Werman): in blocks of ``lookback``
+    candles, the running maximum from each block's start (``head``) and to its end (``tail``);
+    a window spans at most two blocks, so its maximum is ``max(tail[start], head[last])``.
+    NaNs are counted apart (a running count) and stand as -inf in the maxima."""
     n = high.shape[0]
     out = np.full(n, np.nan)
+    if n <= lookback:
+        return out
+    head = np.empty(n)
+    tail = np.empty(n)
+    nans = np.zeros(n + 1, dtype=np.int64)
+    for j in range(n):
+        x = high[j]
+        if np.isnan(x):
+            nans[j + 1] = nans[j] + 1
+            x = -np.inf
+        else:
+            nans[j + 1] = nans[j]
+        head[j] = x if j % lookback == 0 or x > head[j - 1] else head[j - 1]
+    for j in range(n - 1, -1, -1):
+        x = high[j]
+        if np.isnan(x):
+            x = -np.inf
+        tail[j] = x if j % lookback == lookback - 1 or j == n - 1 or x > tail[j + 1] else tail[j + 1]
     for i in range(lookback, n):
-        m = -np.inf
-        for j in range(i - lookback, i):
-            x = high[j]
-            if np.isnan(x):
-                m = np.nan
-                break
-            if x > m:
-                m = x
-        out[i] = m
+        first, last = i - lookback, i - 1
+        if nans[i] != nans[first]:
+            continue                                  # NaN in the window
+        out[i] = tail[first] if tail[first] > head[last] else head[last]
     return out
 
 

@@ -69,7 +69,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 
 import numpy as np
 
@@ -106,6 +106,9 @@ END_OF_DATA = "END_OF_DATA"
 _ENTRY_CODE = REASON_PRECEDENCE.index(EntryReason.ENTRY_SIGNAL)
 _STOP_EXITS = (ExitReason.STOP_LOSS, ExitReason.TRAILING_STOP)
 _DAY_MS = 86_400_000
+_FLOOR = Context(prec=50, rounding=ROUND_FLOOR)
+_CEILING = Context(prec=50, rounding=ROUND_CEILING)
+_MISSING = object()
 LOSS_LOOKAHEAD = 256
 ZERO = Decimal(0)
 
@@ -251,21 +254,20 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
     if np.any(np.diff(t) != tf):
         raise ValueError(f"{sym}: candles are not evenly spaced by the {spec.config.timeframe} timeframe")
 
-    # Per-candle data checks over each candle's window (rolling counts).
+    # Per-candle data checks over each candle's window (rolling counts). Candle ``i`` of the
+    # series is decided at tick ``i - (w - 1)``: ``decided`` selects the decided candles.
+    decided = slice(w - 1, w - 1 + n)
     bad_c = bad_candles(t, o, h, lo, c, v)
     bad_cum = np.concatenate(([0], np.cumsum(bad_c)))
-    end_idx = np.arange(w - 1, w - 1 + n)                        # decided candles, local index
-    bad_win = (bad_cum[end_idx + 1] - bad_cum[end_idx + 1 - w]) > 0
-    gap_c = np.concatenate(([False], np.diff(t) != tf))           # gap before candle i
-    gap_cum = np.concatenate(([0], np.cumsum(gap_c)))
-    gap_win = (gap_cum[end_idx + 1] - gap_cum[end_idx + 2 - w]) > 0
+    bad_win = (bad_cum[w:w + n] - bad_cum[:n]) > 0
+    gap_win = np.zeros(n, dtype=bool)                              # evenly spaced: checked above
     insufficient = np.zeros(n, dtype=bool)                         # the warm-up was checked above
     stale = np.zeros(n, dtype=bool)                                # the window ends at its own candle
 
     with np.errstate(invalid="ignore"):
-        donchian = _kernels.donchian_high(h, p.breakout_lookback)[end_idx]
-        vol_sma = indicators.sma(v[None, :], p.volume_sma)[0, end_idx]
-    close, volume = c[end_idx], v[end_idx]
+        donchian = _kernels.donchian_high(h, p.breakout_lookback)[decided]
+        vol_sma = indicators.sma(v[None, :], p.volume_sma)[0, decided]
+    close, volume = c[decided], v[decided]
     breakout, volume_ok, _, _ = entry_conditions(p, close=close, donchian=donchian, volume=volume,
                                                  vol_sma=vol_sma, ema=close)
     indicators_ok = np.isfinite(donchian) & np.isfinite(vol_sma)
@@ -273,13 +275,13 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
     # The trend EMA and the ATR decide only where everything before them passed; elsewhere an
     # earlier reason wins, and on clean data they are finite (blite.MAX_VALUE), so they are
     # computed there only.
-    cand = np.nonzero(~bad & ~gap_win & breakout & volume_ok)[0]
+    cand = np.nonzero(~bad & breakout & volume_ok)[0]
     trend_ok = np.ones(n, dtype=bool)
     stop_ok = np.ones(n, dtype=bool)
     sig = np.zeros(0, dtype=np.int64)
     atr_s = stop_s = np.zeros(0)
     if cand.size:
-        ema_c = _kernels.ema_at(c, end_idx[cand], w, p.ema_trend)
+        ema_c = _kernels.ema_at(c, cand + (w - 1), w, p.ema_trend)
         _, _, trend_c, _ = entry_conditions(p, close=close[cand], donchian=donchian[cand], volume=volume[cand],
                                             vol_sma=vol_sma[cand], ema=ema_c)
         bad[cand] |= ~np.isfinite(ema_c)
@@ -288,7 +290,7 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
         sig = cand[trend_c & np.isfinite(ema_c)]
         if sig.size:
             tr = indicators.true_range(h[None, :], lo[None, :], c[None, :])[0]
-            atr_s = _kernels.wilder_at(tr, end_idx[sig], w, p.atr_period)
+            atr_s = _kernels.wilder_at(tr, sig + (w - 1), w, p.atr_period)
             stop_s, _, stop_ok_s = entry_levels(p, close=close[sig], atr=atr_s)
             bad[sig] |= ~np.isfinite(atr_s)
             stop_ok[sig] = stop_ok_s
@@ -297,8 +299,8 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
     entering = codes[sig] == _ENTRY_CODE
     rules = spec.market_rules.get(sym) or default_market_rules(sym, float(c[w - 1]))
     return _Symbol(
-        name=sym, base=sym.partition("/")[0], rules=rules, open_time_ms=t[end_idx], open=o[end_idx],
-        high=h[end_idx], low=lo[end_idx], close=close, codes=codes,
+        name=sym, base=sym.partition("/")[0], rules=rules, open_time_ms=t[decided], open=o[decided],
+        high=h[decided], low=lo[decided], close=close, codes=codes,
         atr=dict(zip(sig[entering].tolist(), atr_s[entering].tolist(), strict=True)),
         stop=dict(zip(sig[entering].tolist(), stop_s[entering].tolist(), strict=True)),
     )
@@ -541,6 +543,7 @@ class _Sizer:
     def __init__(self) -> None:
         self.rules_checked: set[int] = set()
         self._spendable: dict[Decimal, Decimal] = {}
+        self._tick_bounds: dict[Decimal, tuple[Decimal, Decimal] | None] = {}
 
     def spendable(self, free_quote: Decimal) -> Decimal:
         value = self._spendable.get(free_quote)
@@ -561,9 +564,31 @@ class _Sizer:
         spendable = self.spendable(free_quote)
         if not lacks_free_balance(spendable, rules.min_notional):
             return None                        # it sizes
+        if self._stop_stays_valid(rules.tick_size, entry_price, stop_price):
+            return SizingSkip.NO_FREE_BALANCE  # what early_skip says after an INVALID_STOP check that passes
         entry, stop = rounded_levels(entry_price, stop_price, rules.tick_size)
         return early_skip(entry=entry, stop=stop, equity_positive=True, spendable=spendable,
                           min_notional=rules.min_notional)
+
+    def _stop_stays_valid(self, tick: Decimal, entry_price: Decimal, stop_price: Decimal) -> bool:
+        """True only if ``rounded_levels`` certainly gives 0 < stop < entry (no INVALID_STOP),
+        told without rounding: the stop is at least one tick and at least two ticks below the
+        entry. Rounding moves a price by less than one tick (down for the stop, up for the
+        entry), so the rounded stop is >= 1 tick and below the rounded entry. That holds for
+        ``round_to_step``'s 50-digit arithmetic as long as every multiple of the tick up to the
+        entry is exact in it: a tick of at most 15 digits and a non-positive exponent, and an
+        entry at most 1e30 ticks - checked here, else the levels are rounded."""
+        bounds = self._tick_bounds.get(tick, _MISSING)
+        if bounds is _MISSING:
+            exact = len(tick.as_tuple().digits) <= 15 and tick.as_tuple().exponent <= 0 and tick > 0
+            bounds = self._tick_bounds[tick] = (
+                (_CEILING.add(tick, tick), _FLOOR.multiply(tick, Decimal("1e30"))) if exact else None)
+        if bounds is None:
+            return False
+        two_ticks, entry_bound = bounds
+        # Rounded toward -inf, so a difference that passes is at least that large exactly.
+        return (tick <= stop_price and entry_price <= entry_bound
+                and _FLOOR.subtract(entry_price, stop_price) >= two_ticks)
 
 
 def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,

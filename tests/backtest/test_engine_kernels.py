@@ -50,14 +50,18 @@ def test_windows_computed_side_by_side_equal_one_window_at_a_time(count: int) ->
         assert atr[i] == indicators.atr(high[None, win], low[None, win], close[None, win], 14)[0, -1]
 
 
-@pytest.mark.parametrize("lookback", [1, 2, 20])
+@pytest.mark.parametrize("lookback", [1, 2, 3, 7, 20, 64])
 def test_the_channel_in_one_pass_equals_the_live_donchian_high_nan_holes_included(lookback: int) -> None:
     high, _, _ = _walk(lookback, 3000)
+    rng = np.random.default_rng(lookback)
+    high[rng.integers(0, 3000, 12)] = np.nan             # holes anywhere in the blocks the kernel uses
     high[[5, 700, 701, 2990]] = np.nan                   # a hole makes every window over it undefined
     high[1000:1030] = high[999]                          # ties
+    high[1500:1510] = np.inf
     got = _kernels.donchian_high(high, lookback)
     np.testing.assert_array_equal(got, indicators.donchian_high(high[None, :], lookback)[0])
-    assert np.isnan(got[:lookback]).all() and np.isnan(got[701 + lookback]) and np.isfinite(got[702 + lookback])
+    assert np.isnan(got[:lookback]).all() and np.isnan(got[701 + lookback])
+    assert np.isfinite(got).sum() > 1000 and got[1510] == np.inf        # and the test had defined windows
     assert np.isnan(_kernels.donchian_high(high[:lookback], lookback)).all()       # too short: undefined
 
 

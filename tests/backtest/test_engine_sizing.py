@@ -20,16 +20,17 @@ def decimals(lo: str, hi: str, places: int) -> st.SearchStrategy[D]:
     return st.decimals(D(lo), D(hi), places=places, allow_nan=False, allow_infinity=False)
 
 
-rules_st = st.builds(
-    lambda tick, lot, min_notional: MarketRules(symbol="X/USDT", venue_symbol="XUSDT", base="X", quote="USDT",
-                                                tick_size=D(tick), lot_step=D(lot), min_qty=D(lot),
-                                                min_notional=D(min_notional)),
-    st.sampled_from(["0.01", "0.1", "1", "0.00001", "0.003", "0.5", "25"]),
-    st.sampled_from(["0.001", "1", "0.00001"]),
-    st.sampled_from(["0", "5", "10", "100"]),
-)
-# Prices as the engine builds them from floats (``Decimal(repr(x))``), or plain decimals, near
-# and around the tick sizes above so that stops rounding to 0 or onto the entry come up.
+# The last two are outside the shortcut (an exponent > 0, 16 digits): always rounded.
+TICKS = ["0.01", "0.1", "1", "0.00001", "0.003", "0.5", "25", "1E+1", "0.1234567890123456"]
+
+
+def rules_for(tick: str, lot: str, min_notional: str) -> MarketRules:
+    return MarketRules(symbol="X/USDT", venue_symbol="XUSDT", base="X", quote="USDT", tick_size=D(tick),
+                       lot_step=D(lot), min_qty=D(lot), min_notional=D(min_notional))
+
+
+# Prices as the engine builds them from floats (``Decimal(repr(x))``), or plain decimals, and
+# stops within a hair of 0, 1 and 2 ticks below the entry, where rounding decides INVALID_STOP.
 price_st = st.one_of(
     st.floats(1e-6, 1e6, allow_nan=False).map(lambda x: D(repr(x))),
     decimals("-1", "200", 3),
@@ -37,11 +38,23 @@ price_st = st.one_of(
 free_st = st.one_of(decimals("-50", "200", 8), decimals("0", "1e7", 2), st.sampled_from([D(0), D("-0"), D("5.025")]))
 
 
-@settings(max_examples=3000, deadline=None)
-@given(rules=rules_st, free_quote=free_st, entry=price_st, stop=price_st, equity=decimals("0.01", "1e7", 6),
-       repeat=st.booleans())
-def test_the_shortcut_gives_the_full_sizings_skip_or_defers_to_it(rules, free_quote, entry, stop, equity,
-                                                                   repeat) -> None:
+@st.composite
+def sizing_inputs(draw: st.DrawFn) -> tuple[MarketRules, D, D, D]:
+    rules = rules_for(draw(st.sampled_from(TICKS)), draw(st.sampled_from(["0.001", "1", "0.00001"])),
+                      draw(st.sampled_from(["0", "5", "10", "100"])))
+    entry = draw(price_st)
+    if draw(st.booleans()):
+        stop = draw(price_st)
+    else:
+        ticks = draw(st.sampled_from([0, 1, 2, 3]))
+        stop = entry - ticks * rules.tick_size + draw(st.sampled_from([D("-1e-9"), D(0), D("1e-9")]))
+    return rules, draw(free_st), entry, stop
+
+
+@settings(max_examples=4000, deadline=None)
+@given(inputs=sizing_inputs(), equity=decimals("0.01", "1e7", 6), repeat=st.booleans())
+def test_the_shortcut_gives_the_full_sizings_skip_or_defers_to_it(inputs, equity, repeat) -> None:
+    rules, free_quote, entry, stop = inputs
     sizer = _Sizer()
     sizer.rules_checked.add(0)
     if repeat:                                          # the memoised spendable balance is the same value
@@ -63,8 +76,7 @@ def test_the_shortcut_gives_the_full_sizings_skip_or_defers_to_it(rules, free_qu
 
 
 def test_the_shortcut_waits_for_a_full_call_to_accept_the_rules_and_for_a_positive_equity() -> None:
-    rules = MarketRules(symbol="X/USDT", venue_symbol="XUSDT", base="X", quote="USDT", tick_size=D("0.01"),
-                        lot_step=D("0.001"), min_qty=D("0.001"), min_notional=D("5"))
+    rules = rules_for("0.01", "0.001", "5")
     broke = {"free_quote": D("1"), "entry_price": D("100"), "stop_price": D("98")}
     sizer = _Sizer()
     assert sizer.early(0, rules, **broke, equity_positive=True) is None       # rules not yet validated
@@ -73,4 +85,8 @@ def test_the_shortcut_waits_for_a_full_call_to_accept_the_rules_and_for_a_positi
     assert sizer.early(0, rules, **broke, equity_positive=True) is SizingSkip.NO_FREE_BALANCE
     assert sizer.early(0, rules, **{**broke, "stop_price": D("0.001")}, equity_positive=True) is (
         SizingSkip.INVALID_STOP)                        # rounds down to 0 on the 0.01 tick: checked first
+    assert sizer.early(0, rules, **{**broke, "stop_price": D("99.995")}, equity_positive=True) is (
+        SizingSkip.NO_FREE_BALANCE)                     # within two ticks: rounded (99.99 < 100), valid
+    assert sizer.early(0, rules, **{**broke, "stop_price": D("100")}, equity_positive=True) is (
+        SizingSkip.INVALID_STOP)
     assert sizer.early(0, rules, **{**broke, "free_quote": D("6")}, equity_positive=True) is None   # it sizes
