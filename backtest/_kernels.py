@@ -10,6 +10,7 @@ Nothing here decides anything on its own:
   The live tick evaluates one window per tick; a backtest needs a window per candle, which in
   NumPy costs a Python-level loop per window.
 * ``donchian_high`` is the live channel over a whole series in one pass (a maximum is exact).
+* ``equity_curve`` is the run's equity at every close from the balance changes, in one pass.
 * ``next_exit_candidate`` / ``first_loss_candidate`` are *searches*: they skip candles that
   certainly change nothing (a stop / target not touched, equity clearly above the daily loss
   limit), with a relative slack of ``EPS`` so float rounding can never skip a real hit. The
@@ -157,3 +158,25 @@ def first_loss_candidate(cash, quantities, close, start, end, threshold):  # pra
         if equity <= bound:
             return t
     return -1
+
+
+@njit(cache=True, nogil=True)
+def equity_curve(cash0, cash_delta, qty0, qty_delta, close):  # pragma: no cover - compiled
+    """``cash0 + cumsum(cash_delta) + sum over symbols of (qty0 + cumsum(qty_delta)) x close`` at
+    every tick, with NumPy's operations in NumPy's order (each running sum left to right from
+    its first element, the symbols added in order starting from the first product), in one pass
+    instead of five arrays of the whole run's size."""
+    n = cash_delta.shape[0]
+    n_sym = qty0.shape[0]
+    out = np.empty(n)
+    running = np.empty(n_sym)
+    cash_run = 0.0
+    for t in range(n):
+        cash_run = cash_delta[0] if t == 0 else cash_run + cash_delta[t]
+        total = 0.0
+        for s in range(n_sym):
+            running[s] = qty_delta[s, 0] if t == 0 else running[s] + qty_delta[s, t]
+            marked = (qty0[s] + running[s]) * close[s, t]
+            total = marked if s == 0 else total + marked
+        out[t] = (cash0 + cash_run) + total
+    return out

@@ -385,10 +385,15 @@ class _Book:
         and the daily loss check at each close."""
         while self.done < target:
             t = self.done + 1
-            nxt_event = min(self.exits[0][0] if self.exits else self.n, self.day_starts[self.next_day])
+            nxt_event = self.exits[0][0] if self.exits else self.n
+            if self.day_starts[self.next_day] < nxt_event:
+                nxt_event = self.day_starts[self.next_day]
             if t < nxt_event:
-                until = min(nxt_event - 1, target)
-                self._scan_loss(t, until, nxt_event - 1)
+                until = nxt_event - 1 if nxt_event <= target else target
+                scan = self.loss_scan
+                # The common case, without a call: the last search already shows no candidate in t..until.
+                if scan is None or scan[0] > t or not (scan[2] > until or (scan[2] < 0 and until <= scan[1])):
+                    self._scan_loss(t, until, nxt_event - 1)
                 self.done = until
                 continue
             # Tick t carries an event: exits inside candle t, then (at its close) a new HK day.
@@ -681,10 +686,9 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
                 counts[str(REASON_PRECEDENCE[code])] += int(k)
     counts[str(EntryReason.ENTRY_SIGNAL)] -= len(overrides)          # each decided by a gate or the sizing
     counts.update(reason for _, reason in overrides.values())
-    cash = float(spec.initial_balances[quote]) + np.cumsum(book.cash_delta)
     qty0 = np.array([float(spec.initial_balances.get(s.base, ZERO)) for s in syms])
-    holdings = qty0[:, None] + np.cumsum(book.qty_delta, axis=1)
-    equity_curve = cash + (holdings * book.close).sum(axis=0)
+    equity_curve = _kernels.equity_curve(float(spec.initial_balances[quote]), book.cash_delta, qty0, book.qty_delta,
+                                         book.close)
     trades = tuple(sorted(book.trades, key=lambda tr: (tr.entry_time_ms, tr.symbol)))
     result = BacktestResult(
         spec=spec, trades=trades, equity_time_ms=tick_close.astype(np.int64), equity=equity_curve,
@@ -692,5 +696,6 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
         final_balances=dict(book.balances))
     return Simulation(result=result, symbols=tuple(s.name for s in syms), tick_open_ms=tick_open,
                       engine_codes={s.name: s.codes for s in syms}, held=held, overrides=overrides,
-                      signal_levels={s.name: {t: (a, s.stop[t]) for t, a in s.atr.items()} for s in syms},
+                      signal_levels={s.name: dict(zip(s.atr, zip(s.atr.values(), s.stop.values(), strict=True),
+                                                          strict=True)) for s in syms},
                       entries=book.entries)

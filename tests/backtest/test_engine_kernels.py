@@ -65,6 +65,23 @@ def test_the_channel_in_one_pass_equals_the_live_donchian_high_nan_holes_include
     assert np.isnan(_kernels.donchian_high(high[:lookback], lookback)).all()       # too short: undefined
 
 
+@pytest.mark.parametrize("n_sym", [1, 5, 12])
+def test_the_equity_curve_in_one_pass_equals_the_numpy_expression_bit_for_bit(n_sym: int) -> None:
+    rng = np.random.default_rng(n_sym)
+    n = 5000
+    cash_delta = np.where(rng.random(n) < 0.02, rng.normal(0, 500, n), 0.0)
+    qty_delta = np.where(rng.random((n_sym, n)) < 0.01, rng.normal(0, 3, (n_sym, n)), 0.0)
+    qty_delta[:, 0] = -0.0                                # a negative zero first, as cumsum copies it
+    qty0 = rng.uniform(0, 2, n_sym)
+    qty0[0] = 0.0
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n_sym, n)), axis=1))
+    close[-1, :40] = np.nan                               # unmarked at first
+    cash0 = 10_000.0
+    expected = cash0 + np.cumsum(cash_delta) + ((qty0[:, None] + np.cumsum(qty_delta, axis=1)) * close).sum(axis=0)
+    got = _kernels.equity_curve(cash0, cash_delta, qty0, qty_delta, close)
+    assert got.tobytes() == expected.tobytes()            # bit for bit, NaNs and zeros' signs included
+
+
 def test_the_exit_search_never_skips_a_candle_that_touches_the_stop_or_target() -> None:
     # A candle whose low equals the stop exactly is a candidate even when float rounding of the
     # ratcheted stop (highest - distance) lands a hair below it.
