@@ -69,7 +69,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
+from decimal import ROUND_FLOOR, Context, Decimal
 
 import numpy as np
 
@@ -107,7 +107,6 @@ _ENTRY_CODE = REASON_PRECEDENCE.index(EntryReason.ENTRY_SIGNAL)
 _STOP_EXITS = (ExitReason.STOP_LOSS, ExitReason.TRAILING_STOP)
 _DAY_MS = 86_400_000
 _FLOOR = Context(prec=50, rounding=ROUND_FLOOR)
-_CEILING = Context(prec=50, rounding=ROUND_CEILING)
 _MISSING = object()
 LOSS_LOOKAHEAD = 256
 ZERO = Decimal(0)
@@ -540,15 +539,15 @@ class _Sizer:
     ``size_position`` runs first, in its order, shared with it - gives the same reason code,
     which is all the backtest records of a skip. Used only where the full call could not do
     anything else: the symbol's rules (and the run's risk settings) have passed a full call's
-    validation, the per-call inputs are finite Decimals with a positive entry, the equity is
-    known to be > 0, and the free balance (memoised per value, as ``spendable_quote`` gives
-    it) cannot pay for the venue's minimum order. Everything else gets the full call.
+    validation, the prices are finite with a positive entry, the equity is known to be > 0, and
+    the free balance (memoised per value, as ``spendable_quote`` gives it) cannot pay for the
+    venue's minimum order. Everything else gets the full call.
     """
 
     def __init__(self) -> None:
         self.rules_checked: set[int] = set()
         self._spendable: dict[Decimal, Decimal] = {}
-        self._tick_bounds: dict[Decimal, tuple[Decimal, Decimal] | None] = {}
+        self._tick_bounds: dict[Decimal, tuple[float, float, float] | None] = {}
 
     def spendable(self, free_quote: Decimal) -> Decimal:
         value = self._spendable.get(free_quote)
@@ -558,42 +557,48 @@ class _Sizer:
             value = self._spendable[free_quote] = spendable_quote(free_quote)
         return value
 
-    def early(self, si: int, rules: MarketRules, *, free_quote: Decimal, entry_price: Decimal, stop_price: Decimal,
+    def early(self, si: int, rules: MarketRules, *, free_quote: Decimal, entry: float, stop: float,
               equity_positive: bool) -> SizingSkip | None:
-        """INVALID_STOP or NO_FREE_BALANCE when that is what ``size_position`` returns, told
-        without it; None: make the full call."""
-        if si not in self.rules_checked or not equity_positive:
+        """INVALID_STOP or NO_FREE_BALANCE when that is what ``size_position`` returns for the
+        prices ``_d(entry)`` / ``_d(stop)``, told without it; None: make the full call."""
+        if si not in self.rules_checked or not equity_positive or not free_quote.is_finite():
             return None
-        if not (free_quote.is_finite() and entry_price.is_finite() and stop_price.is_finite() and entry_price > 0):
-            return None                        # the full call raises on these
         spendable = self.spendable(free_quote)
         if not lacks_free_balance(spendable, rules.min_notional):
             return None                        # it sizes
-        if self._stop_stays_valid(rules.tick_size, entry_price, stop_price):
+        if self._stop_stays_valid(rules.tick_size, entry, stop):
             return SizingSkip.NO_FREE_BALANCE  # what early_skip says after an INVALID_STOP check that passes
-        entry, stop = rounded_levels(entry_price, stop_price, rules.tick_size)
-        return early_skip(entry=entry, stop=stop, equity_positive=True, spendable=spendable,
+        entry_price, stop_price = _d(entry), _d(stop)
+        if not (entry_price.is_finite() and stop_price.is_finite() and entry_price > 0):
+            return None                        # the full call raises on these
+        entry_r, stop_r = rounded_levels(entry_price, stop_price, rules.tick_size)
+        return early_skip(entry=entry_r, stop=stop_r, equity_positive=True, spendable=spendable,
                           min_notional=rules.min_notional)
 
-    def _stop_stays_valid(self, tick: Decimal, entry_price: Decimal, stop_price: Decimal) -> bool:
-        """True only if ``rounded_levels`` certainly gives 0 < stop < entry (no INVALID_STOP),
-        told without rounding: the stop is at least one tick and at least two ticks below the
-        entry. Rounding moves a price by less than one tick (down for the stop, up for the
-        entry), so the rounded stop is >= 1 tick and below the rounded entry. That holds for
-        ``round_to_step``'s 50-digit arithmetic as long as every multiple of the tick up to the
-        entry is exact in it: a tick of at most 15 digits and a non-positive exponent, and an
-        entry at most 1e30 ticks - checked here, else the levels are rounded."""
+    def _stop_stays_valid(self, tick: Decimal, entry: float, stop: float) -> bool:
+        """True only if ``rounded_levels`` of the prices ``_d(entry)`` / ``_d(stop)`` certainly
+        gives 0 < stop < entry (no INVALID_STOP), told from the floats without building them.
+
+        In Decimal it suffices that the stop is >= 1 tick and >= 2 ticks below the entry:
+        rounding moves a price by less than one tick (down for the stop, up for the entry), so
+        the rounded stop is >= 1 tick and below the rounded entry. That holds in
+        ``round_to_step``'s 50-digit arithmetic when every multiple of the tick up to the entry
+        is exact in it: a tick of at most 15 digits and an exponent <= 0, an entry <= 1e30
+        ticks (else the levels are rounded). And ``_d(x)`` (the shortest repr) is within a
+        relative 2**-53 of ``x``, as are ``float(tick)`` and each float operation here, so the
+        float tests below, with a relative slack of 1e-9 on the ticks and 1e-15 x entry on the
+        difference, imply the Decimal ones; NaN fails every comparison, inf the bound."""
         bounds = self._tick_bounds.get(tick, _MISSING)
         if bounds is _MISSING:
             exact = len(tick.as_tuple().digits) <= 15 and tick.as_tuple().exponent <= 0 and tick > 0
+            tick_f = float(tick)
             bounds = self._tick_bounds[tick] = (
-                (_CEILING.add(tick, tick), _FLOOR.multiply(tick, Decimal("1e30"))) if exact else None)
+                tick_f * (1 + 1e-9), 2 * tick_f * (1 + 1e-9),
+                float(_FLOOR.multiply(tick, Decimal("1e30"))) * (1 - 1e-9)) if exact else None
         if bounds is None:
             return False
-        two_ticks, entry_bound = bounds
-        # Rounded toward -inf, so a difference that passes is at least that large exactly.
-        return (tick <= stop_price and entry_price <= entry_bound
-                and _FLOOR.subtract(entry_price, stop_price) >= two_ticks)
+        one_tick, two_ticks, entry_bound = bounds
+        return stop >= one_tick and entry <= entry_bound and entry - stop >= two_ticks + entry * 1e-15
 
 
 def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
@@ -644,10 +649,10 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
             if gate is not None:
                 overrides[(s.name, t)] = (Decision.BLOCKED, gate[0])
                 continue
-            entry_price, stop_price = _d(s.close[t]), _d(s.stop[t])
+            entry, stop = s.close[t], s.stop[t]
             # Equity is read once per tick, before this tick's entries change the balances: the
             # first symbol that needs its value reads it (the ones before it changed nothing).
-            skip = sizer.early(si, s.rules, free_quote=free_quote, entry_price=entry_price, stop_price=stop_price,
+            skip = sizer.early(si, s.rules, free_quote=free_quote, entry=entry, stop=stop,
                                equity_positive=book.equity_positive(t) if equity is None else equity > 0)
             if skip is not None:
                 overrides[(s.name, t)] = (Decision.BLOCKED, str(skip))
@@ -655,7 +660,7 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
             if equity is None:
                 equity = book.equity(t)
             sizing = size_position(
-                equity=equity, free_quote=free_quote, entry_price=entry_price, stop_price=stop_price,
+                equity=equity, free_quote=free_quote, entry_price=_d(entry), stop_price=_d(stop),
                 risk_per_trade=cfg.risk_per_trade, max_position_notional=cfg.max_position_notional,
                 lot_step=s.rules.lot_step, tick_size=s.rules.tick_size, min_qty=s.rules.min_qty,
                 min_notional=s.rules.min_notional)
