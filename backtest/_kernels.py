@@ -97,35 +97,44 @@ def donchian_high(high, lookback):  # pragma: no cover - compiled
     ``np.max`` propagates it). A maximum does not depend on the order it is taken in, so the
     values are the live function's (a zero's sign aside, which no comparison sees).
 
-    In three passes whatever the lookback (van Herk / Gil-Werman): in blocks of ``lookback``
-    candles, the running maximum from each block's start (``head``) and to its end (``tail``);
-    a window spans at most two blocks, so its maximum is ``max(tail[start], head[last])``.
-    NaNs are counted apart (a running count) and stand as -inf in the maxima."""
+    In two passes whatever the lookback (van Herk / Gil-Werman): the series in blocks of
+    ``lookback`` candles; a window starting in one block ends in the next, so its maximum is
+    the maximum from its start to its block's end (a backward pass over the block) and from
+    the next block's start to its last candle (a running maximum). NaNs are counted apart over
+    the sliding window and stand as -inf in the maxima. No temporaries of the series' size."""
     n = high.shape[0]
     out = np.full(n, np.nan)
     if n <= lookback:
         return out
-    head = np.empty(n)
-    tail = np.empty(n)
-    nans = np.zeros(n + 1, dtype=np.int64)
-    for j in range(n):
-        x = high[j]
-        if np.isnan(x):
-            nans[j + 1] = nans[j] + 1
-            x = -np.inf
-        else:
-            nans[j + 1] = nans[j]
-        head[j] = x if j % lookback == 0 or x > head[j - 1] else head[j - 1]
-    for j in range(n - 1, -1, -1):
-        x = high[j]
-        if np.isnan(x):
-            x = -np.inf
-        tail[j] = x if j % lookback == lookback - 1 or j == n - 1 or x > tail[j + 1] else tail[j + 1]
-    for i in range(lookback, n):
-        first, last = i - lookback, i - 1
-        if nans[i] != nans[first]:
-            continue                                  # NaN in the window
-        out[i] = tail[first] if tail[first] > head[last] else head[last]
+    to_end = np.empty(lookback)
+    nans = 0
+    for j in range(lookback):
+        if np.isnan(high[j]):
+            nans += 1
+    for block in range(0, n - lookback, lookback):          # windows starting in [block, nxt)
+        nxt = block + lookback
+        run = -np.inf
+        for j in range(nxt - 1, block - 1, -1):
+            x = high[j]
+            if x > run:                                     # NaN never is
+                run = x
+            to_end[j - block] = run
+        run = -np.inf
+        for first in range(block, nxt):
+            i = first + lookback
+            if i >= n:
+                break
+            if first > block:                               # the window gained high[i - 1]
+                x = high[i - 1]
+                if x > run:
+                    run = x
+            if nans == 0:
+                out[i] = to_end[first - block] if to_end[first - block] > run else run
+            # slide the NaN count to the next window [first + 1, i]
+            if np.isnan(high[first]):
+                nans -= 1
+            if np.isnan(high[i]):
+                nans += 1
     return out
 
 

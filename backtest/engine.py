@@ -265,16 +265,25 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
 
     with np.errstate(invalid="ignore"):
         donchian = _kernels.donchian_high(h, p.breakout_lookback)[decided]
-        vol_sma = indicators.sma(v[None, :], p.volume_sma)[0, decided]
     close, volume = c[decided], v[decided]
-    breakout, volume_ok, _, _ = entry_conditions(p, close=close, donchian=donchian, volume=volume,
-                                                 vol_sma=vol_sma, ema=close)
-    indicators_ok = np.isfinite(donchian) & np.isfinite(vol_sma)
-    bad = bad_win | ~indicators_ok
+    vol_sma = np.full(n, np.nan)                                   # filled on the clean breakouts below
+    breakout, _, _, _ = entry_conditions(p, close=close, donchian=donchian, volume=volume, vol_sma=vol_sma,
+                                         ema=close)
+    # A window without bad candles has finite volumes in [0, blite.MAX_VALUE], so its volume
+    # SMA is finite: only the channel can make the indicators undefined there.
+    bad = bad_win | ~np.isfinite(donchian)
+    # The volume SMA decides only on clean breakouts (elsewhere an earlier reason wins): the
+    # live function on each of those candles' own volume window, the per-window mean it takes
+    # on the live tick's window (tests/backtest/test_engine_kernels checks it over whole series).
+    breakouts = np.nonzero(~bad & breakout)[0]
+    k = p.volume_sma
+    vol_sma[breakouts] = indicators.sma(v[(breakouts + (w - 1))[:, None] + np.arange(1 - k, 1)], k)[:, -1]
+    _, volume_ok, _, _ = entry_conditions(p, close=close, donchian=donchian, volume=volume, vol_sma=vol_sma,
+                                          ema=close)
     # The trend EMA and the ATR decide only where everything before them passed; elsewhere an
     # earlier reason wins, and on clean data they are finite (blite.MAX_VALUE), so they are
     # computed there only.
-    cand = np.nonzero(~bad & breakout & volume_ok)[0]
+    cand = breakouts[volume_ok[breakouts]]
     trend_ok = np.ones(n, dtype=bool)
     stop_ok = np.ones(n, dtype=bool)
     sig = np.zeros(0, dtype=np.int64)

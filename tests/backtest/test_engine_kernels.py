@@ -82,6 +82,19 @@ def test_the_equity_curve_in_one_pass_equals_the_numpy_expression_bit_for_bit(n_
     assert got.tobytes() == expected.tobytes()            # bit for bit, NaNs and zeros' signs included
 
 
+def test_the_live_volume_sma_on_chosen_windows_equals_it_over_the_whole_series() -> None:
+    # The engine takes the volume SMA of a candle from the live function on that candle's own
+    # window; the live tick takes it from a 1,021-candle window: the same per-window mean.
+    rng = np.random.default_rng(5)
+    volume = rng.lognormal(3, 1.5, 200_000) * rng.integers(1, 10**6, 200_000)
+    whole = indicators.sma(volume[None, :], 20)[0]
+    ends = np.sort(rng.choice(np.arange(19, volume.size), 20_000, replace=False))
+    chosen = indicators.sma(volume[ends[:, None] + np.arange(-19, 1)], 20)[:, -1]
+    assert chosen.tobytes() == whole[ends].tobytes()
+    live = indicators.sma(volume[None, 5000:6021], 20)[0, 19:]
+    assert live.tobytes() == whole[5019:6021].tobytes()
+
+
 def test_the_exit_search_never_skips_a_candle_that_touches_the_stop_or_target() -> None:
     # A candle whose low equals the stop exactly is a candidate even when float rounding of the
     # ratcheted stop (highest - distance) lands a hair below it.
