@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     em.add_argument("--confirm", required=True, help=f"must be exactly {EMERGENCY_CONFIRMATION}")
     em.add_argument("--flatten-all", action="store_true",
                     help="also sell every non-quote asset on the venue, not only the strategy's positions")
+    from backtest import cli as backtest_cli  # Django-free, like this module
+
+    backtest = sub.add_parser("backtest", help="Backtest the strategy, sweep its parameters (same as manage.py "
+                                               "backtest).", description="Backtest the strategy: run | sweep | "
+                                                                          "sweep-status.")
+    backtest_cli.add_arguments(backtest)
     config = sub.add_parser("config", help="Read or change the strategy config (GET / POST update_config).",
                             description="Read or change the strategy config.")
     config_sub = config.add_subparsers(dest="config_action", required=True, metavar="ACTION")

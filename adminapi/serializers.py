@@ -234,6 +234,19 @@ class EquityQuerySerializer(serializers.Serializer):
                                           help_text="Longer series are thinned to every n-th snapshot.")
 
 
+class BacktestsQuerySerializer(LimitQuerySerializer):
+    before = StrictIntegerQueryField(required=False, min_value=1, max_value=9_999_999_999,
+                                     help_text="Only runs with a smaller id: the next page after the last id seen.")
+    status = StrictChoiceField(choices=["pending", "running", "done", "failed"], required=False)
+    sweep = StrictIntegerQueryField(required=False, min_value=1, max_value=9_999_999_999,
+                                    help_text="Only the runs of this sweep.")
+
+
+class BacktestDetailQuerySerializer(serializers.Serializer):
+    max_points = StrictIntegerQueryField(min_value=10, max_value=10000, default=2000,
+                                         help_text="The equity curve thinned to about this many points.")
+
+
 class AuditQuerySerializer(LimitQuerySerializer):
     action = _filter(ACTION_PATTERN, "must be an action like trading.halt or config.update", max_length=50)
     actor = _filter(ACTOR_PATTERN, "must be a name of 1-100 characters without control characters",
@@ -478,6 +491,60 @@ class EquitySerializer(serializers.Serializer):
     quote = serializers.CharField(allow_null=True)
     since = serializers.CharField()
     points = EquityPointSerializer(many=True)
+
+
+class BacktestSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["pending", "running", "done", "failed"])
+    source = serializers.CharField(help_text="cli or sweep")
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    sweep_id = serializers.IntegerField(allow_null=True)
+    segment = serializers.ChoiceField(choices=["full", "in_sample", "out_of_sample"])
+    universe = serializers.ListField(child=serializers.CharField())
+    timeframe = serializers.CharField()
+    start_at = serializers.DateTimeField(help_text="First candle decided on (open time, UTC).")
+    end_at = serializers.DateTimeField(help_text="End of the range (exclusive, UTC).")
+    overrides = serializers.DictField(child=serializers.JSONField(),
+                                      help_text="Config keys this run changed from the live config.")
+    data_source = serializers.DictField(child=serializers.JSONField())
+    metrics = serializers.DictField(
+        child=serializers.JSONField(allow_null=True),
+        help_text="total_return, cagr, max_drawdown, sharpe, sortino, calmar, win_rate, profit_factor, exposure "
+                  "(fractions / ratios as numbers, null when undefined), trades, average_hold_hours; fees_paid, "
+                  "start_equity, final_equity as decimal strings in the quote asset.")
+    error = serializers.CharField(allow_null=True)
+
+
+class BacktestTradeSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    entry_time = serializers.DateTimeField(help_text="Open time of the decision candle (entry at its close).")
+    entry_price = serializers.CharField()
+    quantity = serializers.CharField()
+    stop_price = serializers.CharField()
+    take_profit_price = serializers.CharField()
+    exit_time = serializers.DateTimeField(help_text="Open time of the candle the exit filled in.")
+    exit_price = serializers.CharField()
+    exit_reason = serializers.CharField()
+    fees_quote = serializers.CharField()
+    pnl_quote = serializers.CharField()
+    return_pct = serializers.FloatField()
+
+
+class BacktestEquityPointSerializer(serializers.Serializer):
+    t = serializers.DateTimeField(help_text="Candle close time (UTC)")
+    equity = serializers.CharField(help_text="In the quote asset")
+
+
+class BacktestDetailSerializer(BacktestSummarySerializer):
+    spec = serializers.DictField(child=serializers.JSONField(),
+                                 help_text="config, start_ms, end_ms, initial_balances, fee_rate, slippage_bps")
+    decisions = serializers.DictField(child=serializers.IntegerField(), help_text="Reason code -> candles")
+    candles_processed = serializers.IntegerField()
+    final_balances = serializers.DictField(child=serializers.CharField())
+    trades = BacktestTradeSerializer(many=True)
+    equity = BacktestEquityPointSerializer(many=True)
 
 
 class ErrorSerializer(serializers.Serializer):

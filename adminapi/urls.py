@@ -22,4 +22,6 @@ urlpatterns = [
     path("positions", views.PositionsView.as_view(), name="admin-positions"),
     path("pnl", views.PnlView.as_view(), name="admin-pnl"),
     path("equity", views.EquityView.as_view(), name="admin-equity"),
+    path("backtests", views.BacktestsView.as_view(), name="admin-backtests"),
+    path("backtests/<str:run_id>", views.BacktestDetailView.as_view(), name="admin-backtest"),
 ]

@@ -7,6 +7,7 @@ Writes: ``trading.services.control`` (halt, resume, config) and ``trading.servic
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 
@@ -19,6 +20,8 @@ from rest_framework.views import APIView
 from adminapi import selectors as cockpit
 from adminapi import serializers as s
 from adminapi.errors import UniverseNotTradableError, VenueUnavailableError
+from backtest import selectors as backtest_selectors
+from backtest.models import BacktestRun
 from infra.clock import now_utc
 from infra.logging import new_trace_id
 from strategy import selectors as strategy_selectors
@@ -290,3 +293,36 @@ class EquityView(OperatorView):
         query = _validated_query(request, s.EquityQuerySerializer)
         since = query.get("since") or now_utc() - timedelta(hours=24)
         return Response(s.EquitySerializer(cockpit.equity_points(since=since, max_points=query["max_points"])).data)
+
+
+BACKTEST_ID = r"^[1-9][0-9]{0,17}$"
+
+
+class BacktestsView(OperatorView):
+    @extend_schema(parameters=[s.BacktestsQuerySerializer],
+                   responses={200: s.BacktestSummarySerializer(many=True), **ERRORS},
+                   summary="Backtest runs, newest first (next page: ?before=<last id>)")
+    def get(self, request):
+        query = _validated_query(request, s.BacktestsQuerySerializer)
+        runs = backtest_selectors.runs_list(**query)
+        return Response(s.BacktestSummarySerializer([backtest_selectors.run_summary(r) for r in runs], many=True).data)
+
+
+class BacktestDetailView(OperatorView):
+    @extend_schema(parameters=[OpenApiParameter("run_id", str, OpenApiParameter.PATH, pattern=BACKTEST_ID,
+                                                description="The run's id (a positive integer)"),
+                               s.BacktestDetailQuerySerializer],
+                   responses={200: s.BacktestDetailSerializer,
+                              404: OpenApiResponse(s.ErrorSerializer, description="No backtest run with this id."),
+                              **ERRORS},
+                   summary="One backtest run: metrics, trades and the equity curve")
+    def get(self, request, run_id: str):
+        query = _validated_query(request, s.BacktestDetailQuerySerializer)
+        if not re.match(BACKTEST_ID, run_id):
+            raise exceptions.NotFound(f"no backtest run {run_id!r}: run ids are positive integers")
+        try:
+            run = backtest_selectors.run_get(run_id=int(run_id))
+        except BacktestRun.DoesNotExist:
+            raise exceptions.NotFound(f"no backtest run {run_id}") from None
+        return Response(s.BacktestDetailSerializer(
+            backtest_selectors.run_detail(run, max_points=query["max_points"])).data)

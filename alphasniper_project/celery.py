@@ -4,6 +4,8 @@ Processes (see ARCHITECTURE.md):
   data-syncer      celery -A alphasniper_project worker -Q sync -n data-syncer@%h
   strategy-engine  celery -A alphasniper_project worker -Q strategy,orders -n strategy-engine@%h
   beat             celery -A alphasniper_project beat   (exactly one; DatabaseScheduler)
+  backtest-worker  celery -A alphasniper_project worker -Q backtest -n backtest-worker@%h
+                   (sweeps; add workers on more machines to go faster)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Queue(StrEnum):
     SYNC = "sync"          # data-syncer: candles, tickers, balances, reconciliation
     STRATEGY = "strategy"  # strategy-engine: ticks, stop monitor
     ORDERS = "orders"      # strategy-engine: order submission / resolution, emergency exit
+    BACKTEST = "backtest"  # backtest-worker only: sweep runs, so research never delays an order
 
 
 # Options of every money-path task (order sends, resolution, ticks, the stop monitor, the emergency
@@ -47,6 +50,7 @@ app.conf.task_routes = {
     "trading.*": {"queue": Queue.ORDERS},
     "strategy.*": {"queue": Queue.STRATEGY},
     "infra.telegram.*": {"queue": Queue.SYNC},
+    "backtest.*": {"queue": Queue.BACKTEST},
 }
 
 

@@ -35,12 +35,14 @@ MODULES = {
     "api": "bench.b_api",
     "memory": "bench.b_memory",
     "backtest": "bench.b_backtest",
+    "sweep": "bench.b_sweep",
 }
 SUMMARY_KEYS = ["signal_to_wire_p50_ms", "signal_to_wire_p99_ms", "decide_candles_per_s", "event_append_per_s",
                 "reconcile_requests_per_symbol", "reconcile_10k_s", "rate_limit_429s", "rate_limit_budget_used",
                 "health_p99_ms", "admin_status_p99_ms", "metrics_ms", "worker_rss_mb", "worker_rss_growth_mb",
                 "backtest_candles_per_s", "backtest_cold_start_s", "backtest_peak_rss_mb", "backtest_vs_vectorbt",
-                "backtest_vs_backtesting_py"]
+                "backtest_vs_backtesting_py",
+                "sweep_runs_per_min_1_worker", "sweep_runs_per_min_2_workers", "sweep_scale_out_2_workers"]
 ALWAYS_FIRST = "floors"      # every run measures the machine's floors, whatever --only says
 
 

@@ -15,4 +15,6 @@ urlpatterns = [
     path("resume", views.resume, name="resume"),
     path("emergency-exit", views.emergency_exit, name="emergency-exit"),
     path("emergency-exit/<str:trace_id>", views.emergency_exit_report_view, name="emergency-exit-report"),
+    path("backtests/", views.backtests, name="backtests"),
+    path("backtests/<int:run_id>/", views.backtest, name="backtest"),
 ]

@@ -142,3 +142,70 @@ def emergency_exit_report_view(request: HttpRequest, trace_id: str) -> HttpRespo
         raise Http404(f"no emergency exit with trace id {trace_id!r}")
     return render(request, "dashboard/emergency_report.html",
                   {"trace_id": trace_id, "state": state, "report": report})
+
+
+# --- backtests -----------------------------------------------------------------------------------
+
+BACKTESTS_PER_PAGE = 50
+
+
+@require_GET
+@staff
+def backtests(request: HttpRequest) -> HttpResponse:
+    from backtest import selectors as backtest_selectors
+    from backtest.models import BacktestSweep
+
+    def number(name: str) -> int | None:
+        text = request.GET.get(name)
+        return int(text) if text and text.isdigit() and len(text) < 19 else None
+
+    before_id, sweep_id = number("before"), number("sweep")
+    sweep = ranking = progress = None
+    if sweep_id is not None:
+        try:
+            sweep = backtest_selectors.sweep_get(sweep_id=sweep_id)
+        except BacktestSweep.DoesNotExist:
+            raise Http404(f"no sweep {sweep_id}") from None
+        ranking = backtest_selectors.sweep_ranking(sweep=sweep)
+        progress = backtest_selectors.sweep_progress(sweep=sweep)
+    runs = list(backtest_selectors.runs_list(limit=BACKTESTS_PER_PAGE, before=before_id, sweep=sweep_id))
+    return render(request, "dashboard/backtests.html", {
+        "runs": [backtest_selectors.run_summary(r) for r in runs], "sweep": sweep, "ranking": ranking,
+        "progress": progress, "next_before": runs[-1].pk if len(runs) == BACKTESTS_PER_PAGE else None})
+
+
+@require_GET
+@staff
+def backtest(request: HttpRequest, run_id: int) -> HttpResponse:
+    """One run's report: the figures the HTML report draws (``backtest.report``), from the stored
+    curve and trades; the candles are read again from the run's data source."""
+    from django.utils.text import slugify
+
+    from backtest import report
+    from backtest import selectors as backtest_selectors
+    from backtest.data import DataError, DataSource, load_series
+    from backtest.models import BacktestRun
+
+    try:
+        run = backtest_selectors.run_get(run_id=run_id)
+    except BacktestRun.DoesNotExist:
+        raise Http404(f"no backtest run {run_id}") from None
+    detail = backtest_selectors.run_detail(run)
+    source = DataSource.from_json(run.data_source)
+    quote = report.quote_asset(run.universe)
+    charts = {"equity": report.figure_json(report.equity_figure(run.equity or [], quote=quote)), "symbols": {}}
+    candles_problem = None
+    if run.status == BacktestRun.Status.DONE:
+        start_ms, end_ms = run.spec["start_ms"], run.spec["end_ms"]
+        try:
+            series = load_series(source, symbols=run.universe, timeframe=run.timeframe, start_ms=start_ms,
+                                 end_ms=end_ms, warmup=0)
+        except DataError as exc:
+            candles_problem = str(exc)
+        else:
+            charts["symbols"] = {slugify(s): report.figure_json(report.candles_figure(
+                series[s], detail["trades"], timeframe=run.timeframe, start_ms=start_ms)) for s in run.universe}
+    return render(request, "dashboard/backtest.html", {
+        "run": detail, "trades": detail["trades"], "charts": charts, "candles_problem": candles_problem,
+        "chart_symbols": run.universe if charts["symbols"] else [], "data_label": source.label(),
+        "metric_labels": [(k, label) for k, (label, _) in report.METRIC_LABELS.items()]})

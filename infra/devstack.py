@@ -290,7 +290,7 @@ def served_urls(env: dict[str, str]) -> dict[str, str]:
 
 
 def processes(env: dict[str, str]) -> dict[str, list[str]]:
-    """The five processes of the system, as docker-compose.yml runs them in production."""
+    """The processes of the system, as docker-compose.yml runs them in production."""
     celery = [sys.executable, "-m", "celery", "-A", "alphasniper_project"]
     return {
         "api": [sys.executable, "-m", "gunicorn", "alphasniper_project.wsgi", "-c", str(ROOT / "gunicorn.conf.py"),
@@ -299,6 +299,10 @@ def processes(env: dict[str, str]) -> dict[str, list[str]]:
                         "--loglevel", "INFO"],
         "strategy-engine": [*celery, "worker", "-Q", "strategy,orders", "-n", "strategy-engine@%h",
                             "--concurrency", "2", "--loglevel", "INFO"],
+        # Sweeps (`tbot backtest sweep`): a small worker of its own, so a sweep never queues in
+        # front of an order; production scales it out (docker-compose.yml's backtest-worker).
+        "backtest-worker": [*celery, "worker", "-Q", "backtest", "-n", "backtest-worker@%h", "--concurrency", "1",
+                            "--loglevel", "INFO"],
         "beat": [*celery, "beat", "--loglevel", "INFO", "--pidfile="],
         # Flower reads its login from FLOWER_BASIC_AUTH in the environment: on the command line
         # `ps` would show the password to every user of the machine.

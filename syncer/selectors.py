@@ -22,7 +22,7 @@ from syncer.models import BalanceSnapshot, Candle, Ticker
 from trading.exchanges.base import Candle as VenueCandle
 
 __all__ = [
-    "VenueHealth", "candles_recent", "candles_window", "latest_balances", "latest_prices",
+    "VenueHealth", "candles_between", "candles_recent", "candles_window", "latest_balances", "latest_prices",
     "newest_open_ms", "stored_open_times", "sync_status", "tick_synced", "venue_health",
 ]
 
@@ -56,6 +56,17 @@ def candles_window(*, venue: str, symbol: str, timeframe: str, last_open_ms: int
                                   open_time__lte=ms_to_datetime(last_open_ms))
             .order_by("-open_time").values_list("open_time", "open", "high", "low", "close", "volume")[:count])
     return [VenueCandle(datetime_to_ms(t), o, h, lo, c, v) for t, o, h, lo, c, v in reversed(rows)]
+
+
+def candles_between(*, venue: str, symbol: str, timeframe: str, first_open_ms: int,
+                    end_open_ms: int) -> list[tuple[int, float, float, float, float, float]]:
+    """Stored candles opening in [first_open_ms, end_open_ms), oldest first, as
+    ``(open_time_ms, open, high, low, close, volume)`` floats (the backtest's input; holes kept)."""
+    rows = (Candle.objects.filter(venue=venue, symbol=symbol, timeframe=timeframe,
+                                  open_time__gte=ms_to_datetime(first_open_ms),
+                                  open_time__lt=ms_to_datetime(end_open_ms))
+            .order_by("open_time").values_list("open_time", "open", "high", "low", "close", "volume"))
+    return [(datetime_to_ms(t), float(o), float(h), float(lo), float(c), float(v)) for t, o, h, lo, c, v in rows]
 
 
 def candles_recent(*, venue: str, symbol: str, timeframe: str, count: int) -> list[Candle]:

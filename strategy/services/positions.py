@@ -34,6 +34,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from infra.clock import ms_to_datetime
 from infra.locks import LockNotAcquired, redis_lock
 from infra.logging import new_trace_id, trace_context
 from strategy import selectors
@@ -184,6 +185,16 @@ def _emergency_shares(position: StrategyPosition) -> tuple[Decimal, Decimal]:
     return mine_qty, mine_proceeds
 
 
+def _first_fill_at(order: Order) -> datetime | None:
+    """When the venue executed the order's first trade (the venue's clock): when a stop that rested
+    on the venue fired - the moment the cooldown after a stop counts from, as it would from the
+    monitor's own trigger."""
+    payload = (OrderEvent.objects.filter(order=order, event_type=EventType.FILL).order_by("id")
+               .values_list("payload", flat=True).first())
+    stamp = (payload or {}).get("timestamp_ms")
+    return ms_to_datetime(int(stamp)) if stamp is not None else None
+
+
 def _own_exits(position: StrategyPosition) -> tuple[Decimal, Decimal, list[Order]]:
     """(quantity sold, proceeds net of fees, the orders) of the position's own exit orders
     (client ids ``P<id>`` / ``exit<n>``), whatever their status: fills are facts."""
@@ -232,7 +243,7 @@ def position_refresh(*, position_id: int, max_exit_attempts: int = MAX_EXIT_ATTE
             # The venue's stop sold it: the same reason the bot-side monitor would have given.
             position.exit_reason = venue_stops.stop_exit_reason(fired, position)
             position.exit_trace_id = fired.trace_id
-            position.exit_triggered_at = position.exit_triggered_at or fired.updated_at
+            position.exit_triggered_at = position.exit_triggered_at or _first_fill_at(fired) or fired.updated_at
         emergency = _emergency_exit_for(position) if em_qty > 0 else None
         if emergency is not None and not in_flight:
             position.exit_reason = EMERGENCY_EXIT

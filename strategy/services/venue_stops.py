@@ -187,25 +187,35 @@ def venue_stop_ensure(*, position_id: int, rules: MarketRules | None, config: St
                 and lifecycle.db_now() - last.updated_at < RETRY_REFUSED_AFTER):
             _mark(position, VenueStop.UNPROTECTED, _refusal(last))
             return None
-        try:
-            order, created = order_place(
-                venue=position.venue, strategy=position.strategy, symbol=position.symbol, side=Order.Side.SELL,
-                type=Order.Type.STOP_MARKET, intent=Order.Intent.STOP_LOSS, quantity=target.quantity,
-                stop_price=target.stop_price, trace_id=new_trace_id(), tick_id=f"P{position.pk}",
-                client_intent=f"stop{position.venue_stop_version}", reason_code="PROTECTIVE_STOP")
-        except OrderRefused as exc:
-            # An exit or an emergency sell of this holding is in flight: it is being sold now.
-            log.info("position #%s %s: venue stop not placed now: %s", position.pk, position.symbol, exc.detail)
+        order = _place_stop(position, target)
+        if order is None:
             return None
-        if created:
-            position.venue_stop_version += 1
-            position.save(update_fields=["venue_stop_version", "updated_at"])
         if last is not None and last.status == OrderStatus.REJECTED:
             _mark(position, VenueStop.UNPROTECTED, _refusal(last))   # until the venue takes the new one
         else:
             _mark(position, VenueStop.PENDING)
     log.info("position #%s %s: venue stop %s placed: sell %s at %s", position.pk, position.symbol,
              order.client_order_id, plain(order.quantity), plain(order.stop_price), extra={"trace_id": order.trace_id})
+    return order
+
+
+def _place_stop(position: StrategyPosition, target: StopTarget, *, replaces: Order | None = None) -> Order | None:
+    """The position's next stop version through the one door (caller holds the position's row lock).
+    ``replaces``: the live stop it replaces in one venue request; the caller then sends it itself.
+    None when the door refuses: an exit or an emergency sell of this holding is in flight."""
+    try:
+        order, created = order_place(
+            venue=position.venue, strategy=position.strategy, symbol=position.symbol, side=Order.Side.SELL,
+            type=Order.Type.STOP_MARKET, intent=Order.Intent.STOP_LOSS, quantity=target.quantity,
+            stop_price=target.stop_price, trace_id=new_trace_id(), tick_id=f"P{position.pk}",
+            client_intent=f"stop{position.venue_stop_version}", reason_code="PROTECTIVE_STOP", replaces=replaces,
+            enqueue=replaces is None)
+    except OrderRefused as exc:
+        log.info("position #%s %s: venue stop not placed now: %s", position.pk, position.symbol, exc.detail)
+        return None
+    if created:
+        position.venue_stop_version += 1
+        position.save(update_fields=["venue_stop_version", "updated_at"])
     return order
 
 
@@ -377,19 +387,9 @@ def _replace(position: StrategyPosition, order: Order, wanted: StopTarget, gatew
             # Sold, taken off for another exit, or an emergency exit is cancelling and selling:
             # nothing to move any more.
             return False
-        try:
-            new, created = order_place(
-                venue=position.venue, strategy=position.strategy, symbol=position.symbol, side=Order.Side.SELL,
-                type=Order.Type.STOP_MARKET, intent=Order.Intent.STOP_LOSS, quantity=wanted.quantity,
-                stop_price=wanted.stop_price, trace_id=new_trace_id(), tick_id=f"P{position.pk}",
-                client_intent=f"stop{position.venue_stop_version}", reason_code="PROTECTIVE_STOP", replaces=order,
-                enqueue=False)
-        except OrderRefused as exc:
-            log.info("position #%s %s: venue stop not replaced now: %s", position.pk, position.symbol, exc.detail)
+        new = _place_stop(position, wanted, replaces=order)
+        if new is None:
             return False
-        if created:
-            position.venue_stop_version += 1
-            position.save(update_fields=["venue_stop_version", "updated_at"])
     new = order_submit(order_id=new.pk, gateway=gateway)
     log.info("position #%s %s: venue stop %s replaced by %s (sell %s at %s): %s", position.pk, position.symbol,
              order.client_order_id, new.client_order_id, plain(new.quantity), plain(new.stop_price), new.status,

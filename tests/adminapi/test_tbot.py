@@ -3,7 +3,6 @@ exit codes 0 ok / 1 findings / 2 usage or configuration error."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ from infra.locks import acquire
 from infra.models import TelegramOutbox
 from infra.redis import get_redis
 from tests.adminapi.conftest import TOKEN, audit_count, make_decision, make_order
+from tests.support.cli import tbot
 from trading.models import AuditLog
 from trading.services.control import trading_halt
 
@@ -29,15 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WRITE_ARGS = ["--by", "erin", "--reason-code", "CLI_HALT", "--reason", "halting from the shell"]
 
 
-def tbot(*args: str) -> tuple[int, str, str]:
-    """Run ``manage.py tbot`` in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("tbot", *args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

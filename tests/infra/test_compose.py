@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ["migrate", "api-service", "data-syncer", "strategy-engine", "beat", "flower"]
+APP_SERVICES = ["migrate", "api-service", "data-syncer", "strategy-engine", "backtest-worker", "beat", "flower"]
 RUNTIME_VARS = {"HOSTNAME"}
 
 

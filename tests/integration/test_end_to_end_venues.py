@@ -7,19 +7,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import numpy as np
 import pytest
 
 from emulator import EmulatorControl, start_emulator
 from emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from infra.clock import ms_to_datetime, now_ms, tick_id_for
 from infra.models import TelegramOutbox
-from strategy.engines import BLiteParams, PositionStop
+from strategy.engines import PositionStop
 from strategy.models import StrategyDecision, StrategyPosition
 from strategy.services.positions import stop_monitor_run
 from strategy.services.tick import tick_run
-from tests.strategy.helpers import series
-from tests.support.markets import ScriptedSource, current_minute, paper_gateway, to_source_candles
+from tests.support.markets import ScriptedSource, breakout_rows, current_minute, paper_gateway
 from trading.client_ids import make_client_order_id
 from trading.config_schema import config_get
 from trading.exchanges.binance import BinanceGateway
@@ -31,23 +29,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 UNIVERSE = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 TF = 60_000
-N = BLiteParams().history_candles + 39          # the decision window and a margin
 
 
-def market_rows(close_ms: int) -> dict[str, list]:
-    """Every symbol trends up to ``close_ms``; BTC breaks out on double volume on the last candle."""
-    t0 = close_ms - N * TF
-    out = {}
-    for symbol in UNIVERSE:
-        closes = list(np.linspace(110.0 - 10.0 * (N - 2) / 258, 110.0, N - 1))    # 10 per 258 candles
-        if symbol == "BTC/USDT":
-            closes.append(112.0)
-            volumes = [100.0] * (N - 1) + [200.0]
-        else:
-            closes.append(closes[-1] - 0.2)
-            volumes = [100.0] * N
-        out[symbol] = to_source_candles(series(closes, volumes, t0=t0), places=2)
-    return out
 
 
 class Venue:
@@ -104,7 +87,7 @@ def test_entry_fill_position_stop_exit_on_every_venue(venue_name, emulators, red
     venue = Venue(venue_name, emulators.get(venue_name))
     monkeypatch.setattr("trading.exchanges.factory._gateway", venue.gateway)   # what the order tasks use
     close = current_minute()
-    venue.set_market(market_rows(close))
+    venue.set_market(breakout_rows(close, universe=UNIVERSE, entering=("BTC/USDT",)))
     tick = tick_id_for(ms_to_datetime(close))
 
     # The tick decides every symbol and enters BTC; the submit task runs (eagerly) after commit.

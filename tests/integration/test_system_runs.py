@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,14 @@ def test_run_command_brings_up_a_healthy_system_and_stops_cleanly(tmp_path):
         # The generated admin token is printed once, and the API honours it.
         token = json.loads((tmp_path / "run" / "secrets.json").read_text())["ADMIN_TOKEN"]
         assert token in output
+        # Flower may still be starting when /health is 200 (a busy machine): wait for its port, not its answer.
+        flower_deadline = time.monotonic() + 60
+        while time.monotonic() < flower_deadline:
+            try:
+                socket.create_connection(("127.0.0.1", flower_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
         with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/", timeout=3) as _:
             pytest.fail("Flower must require basic auth")
     except urllib.error.HTTPError as exc:
@@ -88,7 +97,7 @@ def test_run_command_brings_up_a_healthy_system_and_stops_cleanly(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     output = log_path.read_text()
-    for name in ("api", "data-syncer", "strategy-engine", "beat", "flower"):
+    for name in ("api", "data-syncer", "strategy-engine", "backtest-worker", "beat", "flower"):
         assert f"{name} started" in output
         assert f"{name} stopped" in output
     # Heartbeats ran (/health was 200 on them) without a log line per task: the stream is for people.

@@ -28,7 +28,6 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import pytest
 from django.conf import settings
 
@@ -38,12 +37,11 @@ from emulator.core import OPEN_STATUSES
 from emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from infra.clock import ms_to_datetime, now_ms, tick_id_for
 from infra.models import TelegramOutbox
-from strategy.engines import BLiteParams, PositionStop
+from strategy.engines import PositionStop
 from strategy.models import StrategyPosition
 from strategy.services.tick import tick_run
 from tests.integration.test_crash_matrix import _worker_env
-from tests.strategy.helpers import series
-from tests.support.markets import current_minute, to_source_candles
+from tests.support.markets import breakout_rows, current_minute
 from trading.config_schema import config_get
 from trading.exchanges.binance import BinanceGateway
 from trading.exchanges.bybit import BybitGateway
@@ -56,23 +54,8 @@ ROOT = Path(__file__).resolve().parents[2]
 UNIVERSE = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 ENTERS = ("BTC/USDT", "ETH/USDT")
 TF = 60_000
-N = BLiteParams().history_candles + 39          # the decision window and a margin
 
 
-def market_rows(close_ms: int) -> dict[str, list]:
-    """Every symbol trends up to ``close_ms``; BTC and ETH break out on double volume."""
-    t0 = close_ms - N * TF
-    out = {}
-    for symbol in UNIVERSE:
-        closes = list(np.linspace(100.0, 110.0, N - 1))
-        if symbol in ENTERS:
-            closes.append(112.0)
-            volumes = [100.0] * (N - 1) + [200.0]
-        else:
-            closes.append(closes[-1] - 0.2)
-            volumes = [100.0] * N
-        out[symbol] = to_source_candles(series(closes, volumes, t0=t0), places=2)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +171,7 @@ def open_positions(venue: Venue, monkeypatch) -> list[StrategyPosition]:
                   reason_code="TEST_SETUP", reason="outage", trace_id="setup")
     monkeypatch.setattr("trading.exchanges.factory._gateway", venue.gateway)
     close = current_minute()
-    venue.set_market(market_rows(close))
+    venue.set_market(breakout_rows(close, universe=UNIVERSE, entering=ENTERS))
     tick_run(tick_id=tick_id_for(ms_to_datetime(close)), gateway=venue.gateway, now_ms=now_ms())
     positions = list(StrategyPosition.objects.order_by("symbol"))
     assert [p.symbol for p in positions] == sorted(ENTERS)

@@ -117,3 +117,27 @@ def current_minute(*, margin_ms: int = 20_000) -> int:
     while now_ms() % 60_000 > 60_000 - margin_ms:
         time.sleep(0.25)
     return now_ms() // 60_000 * 60_000
+
+
+def breakout_rows(close_ms: int, *, universe: Sequence[str], entering: Sequence[str],
+                  n: int | None = None, tf_ms: int = 60_000) -> dict[str, list[Candle]]:
+    """``n`` candles per symbol (default: the decision window and a margin) trending up to
+    ``close_ms`` at 10 per 258 candles; the ``entering`` symbols break out on double volume on the
+    last candle, the others close just under their previous high. What the venue tests trade on."""
+    import numpy as np
+
+    from tests.strategy.helpers import series
+
+    n = n or BLiteParams().history_candles + 39
+    t0 = close_ms - n * tf_ms
+    out = {}
+    for symbol in universe:
+        closes = list(np.linspace(110.0 - 10.0 * (n - 2) / 258, 110.0, n - 1))
+        if symbol in entering:
+            closes.append(112.0)
+            volumes = [100.0] * (n - 1) + [200.0]
+        else:
+            closes.append(closes[-1] - 0.2)
+            volumes = [100.0] * n
+        out[symbol] = to_source_candles(series(closes, volumes, t0=t0), places=2)
+    return out

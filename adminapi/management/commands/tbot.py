@@ -11,6 +11,7 @@
     tbot halt --reason-code C --reason R [--by WHO]
     tbot resume --reason-code C --reason R [--by WHO]
     tbot emergency-exit --confirm EMERGENCY_EXIT --reason-code C --reason R [--by WHO] [--flatten-all]
+    tbot backtest run|sweep|sweep-status ...   backtests and parameter sweeps (= manage.py backtest)
 
 Every subcommand takes ``--json``, and then prints nothing but JSON on stdout (log lines go to
 stderr). Writes go through the same services as the API (audit row with source ``cli``,
@@ -207,6 +208,12 @@ class Command(BaseCommand):
         if result.unchanged:
             lines.append(f"  unchanged (already so): {', '.join(result.unchanged)}")
         self._emit(payload, "\n".join(lines))
+
+    def cmd_backtest(self, options, trace_id: str) -> int:
+        from backtest.management.commands.backtest import backtest_command
+
+        return backtest_command({**options, "json": self.as_json}, stdout=self.stdout, stderr=self.stderr,
+                                prog="tbot backtest")
 
     def cmd_positions(self, options, trace_id: str) -> int:
         rows = positions_overview(state=options["status"], limit=max(1, min(options["limit"], 1000)))
