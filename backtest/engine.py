@@ -20,7 +20,9 @@ one tick of the live system on the paper venue, with the live code:
 * **Sizing** - ``strategy.engines.sizing.size_position`` (Decimal) with the venue's lot step,
   tick size, minimum quantity and notional, the fee buffer and ``max_position_notional``;
   equity = quote balance + holdings at the tick's closes, free quote reduced by each entry of
-  the same tick (as the tick does), symbols in universe order.
+  the same tick (as the tick does), symbols in universe order. A signal the free balance cannot
+  pay for gets the skip ``size_position`` would return from its own early checks
+  (``sizing.early_skip``) without a full sizing (``_Sizer``).
 * **Stops** - ``PositionStop.for_entry`` (the live position opener's levels from the fill
   price and the decision's ATR) and ``stops.candle_exit`` (the live ratchet).
 * **Fees** - the paper venue's: a buy pays ``fee_rate`` in the base asset (the position holds
