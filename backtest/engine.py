@@ -5,10 +5,11 @@ one tick of the live system on the paper venue, with the live code:
 
 * **Entries** - ``strategy.engines.blite``: the same reason codes in the same precedence
   (``entry_reason_codes``), on the same ``history_candles`` window per candle. Indicators are
-  computed once over the whole series instead of once per window: Donchian and the volume
-  SMA with the live functions (window-local, so the values are the same), the trend EMA and
-  the ATR - whose values depend on where the window starts - with ``_kernels.ema_at`` /
-  ``atr_at``, which give bit-for-bit the values ``indicators.ema`` / ``atr`` give on the
+  computed once over the whole series instead of once per window: the volume SMA with the
+  live function and the Donchian channel with ``_kernels.donchian_high`` (the live channel in
+  one pass; both window-local, so the values are the same), the trend EMA and the ATR - whose
+  values depend on where the window starts - with ``_kernels.ema_at`` / ``wilder_at``, which
+  give bit-for-bit the values ``indicators.ema`` / ``atr`` give on the
   candle's own window, and only on the candles where they can change the decision (a breakout
   on volume over clean data: every other candle is decided by an earlier reason).
 * **Gates** - ``strategy.engines.gates.entry_gate`` / ``daily_loss_limit_hit``: a symbol with
@@ -19,7 +20,9 @@ one tick of the live system on the paper venue, with the live code:
 * **Sizing** - ``strategy.engines.sizing.size_position`` (Decimal) with the venue's lot step,
   tick size, minimum quantity and notional, the fee buffer and ``max_position_notional``;
   equity = quote balance + holdings at the tick's closes, free quote reduced by each entry of
-  the same tick (as the tick does), symbols in universe order.
+  the same tick (as the tick does), symbols in universe order. A signal the free balance cannot
+  pay for gets the skip ``size_position`` would return from its own early checks
+  (``sizing.early_skip``) without a full sizing (``_Sizer``).
 * **Stops** - ``PositionStop.for_entry`` (the live position opener's levels from the fill
   price and the decision's ATR) and ``stops.candle_exit`` (the live ratchet).
 * **Fees** - the paper venue's: a buy pays ``fee_rate`` in the base asset (the position holds
@@ -68,7 +71,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Context, Decimal
 
 import numpy as np
 
@@ -86,7 +89,15 @@ from strategy.engines.blite import (
     entry_reason_codes,
 )
 from strategy.engines.gates import Decision, Gate, GateState, daily_loss_limit_hit, entry_gate
-from strategy.engines.sizing import DEFAULT_FEE_BUFFER, size_position
+from strategy.engines.sizing import (
+    DEFAULT_FEE_BUFFER,
+    SizingSkip,
+    early_skip,
+    lacks_free_balance,
+    rounded_levels,
+    size_position,
+    spendable_quote,
+)
 from strategy.engines.stops import ExitReason, PositionStop, candle_exit
 from strategy.params import blite_params
 from trading.exchanges.base import MarketRules, round_to_step
@@ -97,6 +108,9 @@ END_OF_DATA = "END_OF_DATA"
 _ENTRY_CODE = REASON_PRECEDENCE.index(EntryReason.ENTRY_SIGNAL)
 _STOP_EXITS = (ExitReason.STOP_LOSS, ExitReason.TRAILING_STOP)
 _DAY_MS = 86_400_000
+_FLOOR = Context(prec=50, rounding=ROUND_FLOOR)
+_MISSING = object()
+LOSS_LOOKAHEAD = 256
 ZERO = Decimal(0)
 
 
@@ -241,35 +255,43 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
     if np.any(np.diff(t) != tf):
         raise ValueError(f"{sym}: candles are not evenly spaced by the {spec.config.timeframe} timeframe")
 
-    # Per-candle data checks over each candle's window (rolling counts).
+    # Per-candle data checks over each candle's window (rolling counts). Candle ``i`` of the
+    # series is decided at tick ``i - (w - 1)``: ``decided`` selects the decided candles.
+    decided = slice(w - 1, w - 1 + n)
     bad_c = bad_candles(t, o, h, lo, c, v)
     bad_cum = np.concatenate(([0], np.cumsum(bad_c)))
-    end_idx = np.arange(w - 1, w - 1 + n)                        # decided candles, local index
-    bad_win = (bad_cum[end_idx + 1] - bad_cum[end_idx + 1 - w]) > 0
-    gap_c = np.concatenate(([False], np.diff(t) != tf))           # gap before candle i
-    gap_cum = np.concatenate(([0], np.cumsum(gap_c)))
-    gap_win = (gap_cum[end_idx + 1] - gap_cum[end_idx + 2 - w]) > 0
+    bad_win = (bad_cum[w:w + n] - bad_cum[:n]) > 0
+    gap_win = np.zeros(n, dtype=bool)                              # evenly spaced: checked above
     insufficient = np.zeros(n, dtype=bool)                         # the warm-up was checked above
     stale = np.zeros(n, dtype=bool)                                # the window ends at its own candle
 
     with np.errstate(invalid="ignore"):
-        donchian = indicators.donchian_high(h[None, :], p.breakout_lookback)[0, end_idx]
-        vol_sma = indicators.sma(v[None, :], p.volume_sma)[0, end_idx]
-    close, volume = c[end_idx], v[end_idx]
-    breakout, volume_ok, _, _ = entry_conditions(p, close=close, donchian=donchian, volume=volume,
-                                                 vol_sma=vol_sma, ema=close)
-    indicators_ok = np.isfinite(donchian) & np.isfinite(vol_sma)
-    bad = bad_win | ~indicators_ok
+        donchian = _kernels.donchian_high(h, p.breakout_lookback)[decided]
+    close, volume = c[decided], v[decided]
+    vol_sma = np.full(n, np.nan)                                   # filled on the clean breakouts below
+    breakout, _, _, _ = entry_conditions(p, close=close, donchian=donchian, volume=volume, vol_sma=vol_sma,
+                                         ema=close)
+    # A window without bad candles has finite volumes in [0, blite.MAX_VALUE], so its volume
+    # SMA is finite: only the channel can make the indicators undefined there.
+    bad = bad_win | ~np.isfinite(donchian)
+    # The volume SMA decides only on clean breakouts (elsewhere an earlier reason wins): the
+    # live function on each of those candles' own volume window, the per-window mean it takes
+    # on the live tick's window (tests/backtest/test_engine_kernels checks it over whole series).
+    breakouts = np.nonzero(~bad & breakout)[0]
+    k = p.volume_sma
+    vol_sma[breakouts] = indicators.sma(v[(breakouts + (w - 1))[:, None] + np.arange(1 - k, 1)], k)[:, -1]
+    _, volume_ok, _, _ = entry_conditions(p, close=close, donchian=donchian, volume=volume, vol_sma=vol_sma,
+                                          ema=close)
     # The trend EMA and the ATR decide only where everything before them passed; elsewhere an
     # earlier reason wins, and on clean data they are finite (blite.MAX_VALUE), so they are
     # computed there only.
-    cand = np.nonzero(~bad & ~gap_win & breakout & volume_ok)[0]
+    cand = breakouts[volume_ok[breakouts]]
     trend_ok = np.ones(n, dtype=bool)
     stop_ok = np.ones(n, dtype=bool)
     sig = np.zeros(0, dtype=np.int64)
     atr_s = stop_s = np.zeros(0)
     if cand.size:
-        ema_c = _kernels.ema_at(c, end_idx[cand], w, p.ema_trend)
+        ema_c = _kernels.ema_at(c, cand + (w - 1), w, p.ema_trend)
         _, _, trend_c, _ = entry_conditions(p, close=close[cand], donchian=donchian[cand], volume=volume[cand],
                                             vol_sma=vol_sma[cand], ema=ema_c)
         bad[cand] |= ~np.isfinite(ema_c)
@@ -278,7 +300,7 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
         sig = cand[trend_c & np.isfinite(ema_c)]
         if sig.size:
             tr = indicators.true_range(h[None, :], lo[None, :], c[None, :])[0]
-            atr_s = _kernels.wilder_at(tr, end_idx[sig], w, p.atr_period)
+            atr_s = _kernels.wilder_at(tr, sig + (w - 1), w, p.atr_period)
             stop_s, _, stop_ok_s = entry_levels(p, close=close[sig], atr=atr_s)
             bad[sig] |= ~np.isfinite(atr_s)
             stop_ok[sig] = stop_ok_s
@@ -287,10 +309,10 @@ def _prepare(spec: BacktestSpec, ser: SymbolSeries, p: BLiteParams, tf: int, n: 
     entering = codes[sig] == _ENTRY_CODE
     rules = spec.market_rules.get(sym) or default_market_rules(sym, float(c[w - 1]))
     return _Symbol(
-        name=sym, base=sym.partition("/")[0], rules=rules, open_time_ms=t[end_idx], open=o[end_idx],
-        high=h[end_idx], low=lo[end_idx], close=close, codes=codes,
-        atr={int(i): float(a) for i, a in zip(sig[entering], atr_s[entering], strict=True)},
-        stop={int(i): float(s) for i, s in zip(sig[entering], stop_s[entering], strict=True)},
+        name=sym, base=sym.partition("/")[0], rules=rules, open_time_ms=t[decided], open=o[decided],
+        high=h[decided], low=lo[decided], close=close, codes=codes,
+        atr=dict(zip(sig[entering].tolist(), atr_s[entering].tolist(), strict=True)),
+        stop=dict(zip(sig[entering].tolist(), stop_s[entering].tolist(), strict=True)),
     )
 
 
@@ -306,6 +328,8 @@ class _Book:
         self.syms = syms
         self.quote = quote
         self.close = _forward_filled(close)    # (symbols, ticks): the marking prices
+        with np.errstate(invalid="ignore"):
+            self.marks_ok = (np.isfinite(self.close) & (self.close >= 0)).all(axis=0)
         self.n = close.shape[1]
         self.balances: dict[str, Decimal] = {a: Decimal(v) for a, v in spec.initial_balances.items()}
         for s in syms:
@@ -328,8 +352,9 @@ class _Book:
         self.entries: list[tuple[str, int, Decimal, Decimal]] = []
         # Daily loss limit state.
         self.tick_close_ms = tick_close_ms
-        self.day_starts = self._day_start_ticks()
+        self.day_starts = [*self._day_start_ticks(), self.n]    # ending in "no more days" (never reached)
         self.next_day = 0                       # index into day_starts of the next day to open
+        self.loss_scan: tuple[int, int, int] | None = None     # (from, to, first candidate or -1)
         self.day_equity_start: Decimal | None = None
         self.threshold_f = -math.inf
         self.halt_tick = -1                     # tick of today's loss halt, -1 if none
@@ -357,37 +382,51 @@ class _Book:
                 total += held * _d(self.close[i, tick])
         return total
 
+    def equity_positive(self, tick: int) -> bool:
+        """Whether ``equity(tick)`` is certainly finite and > 0, without computing it: the quote
+        balance is > 0 and every marking price is finite and >= 0 (no base balance goes below 0:
+        a buy adds the quantity less a fee smaller than it, a sell takes at most what the position
+        holds), so it is a positive balance plus products that are >= 0."""
+        return bool(self.marks_ok[tick]) and self.balances[self.quote] > 0
+
     # time
     def advance(self, target: int) -> None:
         """Account for every tick up to ``target``: exits filled in those candles, HK day starts,
         and the daily loss check at each close."""
         while self.done < target:
             t = self.done + 1
-            nxt_exit = self.exits[0][0] if self.exits else self.n
-            nxt_day = self.day_starts[self.next_day] if self.next_day < len(self.day_starts) else self.n
-            until = min(nxt_exit, nxt_day, target + 1) - 1
-            if t <= until:
-                self._scan_loss(t, until)
+            nxt_event = self.exits[0][0] if self.exits else self.n
+            if self.day_starts[self.next_day] < nxt_event:
+                nxt_event = self.day_starts[self.next_day]
+            if t < nxt_event:
+                until = nxt_event - 1 if nxt_event <= target else target
+                scan = self.loss_scan
+                # The common case, without a call: the last search already shows no candidate in t..until.
+                if scan is None or scan[0] > t or not (scan[2] > until or (scan[2] < 0 and until <= scan[1])):
+                    self._scan_loss(t, until, nxt_event - 1)
                 self.done = until
                 continue
             # Tick t carries an event: exits inside candle t, then (at its close) a new HK day.
             while self.exits and self.exits[0][0] == t:
                 _, _, si = heapq.heappop(self.exits)
                 self.close_position(si)
-            if t == nxt_day:
+            if t == self.day_starts[self.next_day]:
                 self.next_day += 1
                 self.day_equity_start = self.equity(t)
                 limit = self.day_equity_start * (1 - self.cfg.daily_loss_limit)
                 self.threshold_f = float(limit) if self.day_equity_start > 0 else -math.inf
                 self.halt_tick = -1
-            self._scan_loss(t, t)
+                self.loss_scan = None
+            self._scan_loss(t, t, t)
             self.done = t
 
-    def _scan_loss(self, start: int, end: int) -> None:
+    def _scan_loss(self, start: int, end: int, horizon: int) -> None:
+        """The daily loss check at the closes ``start``..``end``; nothing up to ``horizon`` (>= end)
+        changes the balances or the day unless a position opens."""
         if self.halt_tick >= 0 or self.day_equity_start is None:
             return
         while start <= end:
-            hit = _kernels.first_loss_candidate(self.cash_f, self.qty_f, self.close, start, end, self.threshold_f)
+            hit = self._loss_candidate(start, end, horizon)
             if hit < 0:
                 return
             if daily_loss_limit_hit(equity_start=self.day_equity_start, equity_now=self.equity(hit),
@@ -395,6 +434,24 @@ class _Book:
                 self.halt_tick = hit
                 return
             start = hit + 1
+
+    def _loss_candidate(self, start: int, end: int, horizon: int) -> int:
+        """``_kernels.first_loss_candidate`` over ``start``..``end``. The signal ticks that call
+        it are ~11 candles apart, so one search looks up to LOSS_LOOKAHEAD candles further (to
+        ``horizon`` at most) and answers the next calls while the balances and the day's
+        threshold it used are unchanged (``loss_scan`` is cleared when they change). The test is
+        per tick, so a search's first candidate at or after ``start`` is the first from ``start``."""
+        scan = self.loss_scan
+        if scan is not None and scan[0] <= start:
+            searched_to, hit = scan[1], scan[2]
+            if hit >= start:
+                return hit if hit <= end else -1
+            if hit < 0 and end <= searched_to:
+                return -1
+        searched_to = max(end, min(horizon, end + LOSS_LOOKAHEAD))
+        hit = _kernels.first_loss_candidate(self.cash_f, self.qty_f, self.close, start, searched_to, self.threshold_f)
+        self.loss_scan = (start, searched_to, hit)
+        return hit if hit <= end else -1
 
     # positions
     def open_position(self, si: int, tick: int, qty: Decimal) -> tuple[Decimal, bool]:
@@ -410,6 +467,7 @@ class _Book:
         self.balances[s.base] += qty - fee_base
         self.cash_f = float(self.balances[self.quote])
         self.qty_f[si] = float(self.balances[s.base])
+        self.loss_scan = None
         self.cash_delta[tick] -= float(cost)
         self.qty_delta[si, tick] += float(qty - fee_base)
         state = PositionStop.for_entry(
@@ -474,6 +532,7 @@ class _Book:
             self.balances[self.quote] += proceeds - fee
         self.cash_f = float(self.balances[self.quote])
         self.qty_f[si] = float(self.balances[s.base])
+        self.loss_scan = None
         self.cash_delta[tick] += float(proceeds - fee)
         self.qty_delta[si, tick] -= float(qty)
         cost = pos.entry_price * qty + (pos.entry_fee_quote * qty / pos.held if pos.held else ZERO)
@@ -482,6 +541,75 @@ class _Book:
             quantity=pos.quantity, stop_price=pos.state.initial_stop, take_profit_price=pos.state.take_profit_price,
             exit_time_ms=int(s.open_time_ms[tick]), exit_price=price, exit_reason=pos.exit_reason,
             fees_quote=pos.entry_fee_quote + fee, pnl_quote=proceeds - fee - cost))
+
+
+class _Sizer:
+    """``size_position`` for the entry signals, with the skips it decides before sizing anything
+    decided without a full sizing. A shrunken account turns most signals into NO_FREE_BALANCE
+    (27,665 of 31,574 sizings in the bench's year): for those, ``early_skip`` - the checks
+    ``size_position`` runs first, in its order, shared with it - gives the same reason code,
+    which is all the backtest records of a skip. Used only where the full call could not do
+    anything else: the symbol's rules (and the run's risk settings) have passed a full call's
+    validation, the prices are finite with a positive entry, the equity is known to be > 0, and
+    the free balance (memoised per value, as ``spendable_quote`` gives it) cannot pay for the
+    venue's minimum order. Everything else gets the full call.
+    """
+
+    def __init__(self) -> None:
+        self.rules_checked: set[int] = set()
+        self._spendable: dict[Decimal, Decimal] = {}
+        self._tick_bounds: dict[Decimal, tuple[float, float, float] | None] = {}
+
+    def spendable(self, free_quote: Decimal) -> Decimal:
+        value = self._spendable.get(free_quote)
+        if value is None:
+            if len(self._spendable) >= 4096:
+                self._spendable.clear()
+            value = self._spendable[free_quote] = spendable_quote(free_quote)
+        return value
+
+    def early(self, si: int, rules: MarketRules, *, free_quote: Decimal, entry: float, stop: float,
+              equity_positive: bool) -> SizingSkip | None:
+        """INVALID_STOP or NO_FREE_BALANCE when that is what ``size_position`` returns for the
+        prices ``_d(entry)`` / ``_d(stop)``, told without it; None: make the full call."""
+        if si not in self.rules_checked or not equity_positive or not free_quote.is_finite():
+            return None
+        spendable = self.spendable(free_quote)
+        if not lacks_free_balance(spendable, rules.min_notional):
+            return None                        # it sizes
+        if self._stop_stays_valid(rules.tick_size, entry, stop):
+            return SizingSkip.NO_FREE_BALANCE  # what early_skip says after an INVALID_STOP check that passes
+        entry_price, stop_price = _d(entry), _d(stop)
+        if not (entry_price.is_finite() and stop_price.is_finite() and entry_price > 0):
+            return None                        # the full call raises on these
+        entry_r, stop_r = rounded_levels(entry_price, stop_price, rules.tick_size)
+        return early_skip(entry=entry_r, stop=stop_r, equity_positive=True, spendable=spendable,
+                          min_notional=rules.min_notional)
+
+    def _stop_stays_valid(self, tick: Decimal, entry: float, stop: float) -> bool:
+        """True only if ``rounded_levels`` of the prices ``_d(entry)`` / ``_d(stop)`` certainly
+        gives 0 < stop < entry (no INVALID_STOP), told from the floats without building them.
+
+        In Decimal it suffices that the stop is >= 1 tick and >= 2 ticks below the entry:
+        rounding moves a price by less than one tick (down for the stop, up for the entry), so
+        the rounded stop is >= 1 tick and below the rounded entry. That holds in
+        ``round_to_step``'s 50-digit arithmetic when every multiple of the tick up to the entry
+        is exact in it: a tick of at most 15 digits and an exponent <= 0, an entry <= 1e30
+        ticks (else the levels are rounded). And ``_d(x)`` (the shortest repr) is within a
+        relative 2**-53 of ``x``, as are ``float(tick)`` and each float operation here, so the
+        float tests below, with a relative slack of 1e-9 on the ticks and 1e-15 x entry on the
+        difference, imply the Decimal ones; NaN fails every comparison, inf the bound."""
+        bounds = self._tick_bounds.get(tick, _MISSING)
+        if bounds is _MISSING:
+            exact = len(tick.as_tuple().digits) <= 15 and tick.as_tuple().exponent <= 0 and tick > 0
+            tick_f = float(tick)
+            bounds = self._tick_bounds[tick] = (
+                tick_f * (1 + 1e-9), 2 * tick_f * (1 + 1e-9),
+                float(_FLOOR.multiply(tick, Decimal("1e30"))) * (1 - 1e-9)) if exact else None
+        if bounds is None:
+            return False
+        one_tick, two_ticks, entry_bound = bounds
+        return stop >= one_tick and entry <= entry_bound and entry - stop >= two_ticks + entry * 1e-15
 
 
 def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
@@ -496,6 +624,7 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
     tick_close = tick_open + tf
     close = np.vstack([s.close for s in syms])
     book = _Book(spec, syms, quote, close, tick_close)
+    sizer = _Sizer()
 
     # (tick, symbol index) of every entry signal, in tick order then universe order.
     sig_sym, sig_tick = np.nonzero(np.vstack([s.codes == _ENTRY_CODE for s in syms]))
@@ -531,13 +660,22 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
             if gate is not None:
                 overrides[(s.name, t)] = (Decision.BLOCKED, gate[0])
                 continue
+            entry, stop = s.close[t], s.stop[t]
+            # Equity is read once per tick, before this tick's entries change the balances: the
+            # first symbol that needs its value reads it (the ones before it changed nothing).
+            skip = sizer.early(si, s.rules, free_quote=free_quote, entry=entry, stop=stop,
+                               equity_positive=book.equity_positive(t) if equity is None else equity > 0)
+            if skip is not None:
+                overrides[(s.name, t)] = (Decision.BLOCKED, str(skip))
+                continue
             if equity is None:
                 equity = book.equity(t)
             sizing = size_position(
-                equity=equity, free_quote=free_quote, entry_price=_d(s.close[t]), stop_price=_d(s.stop[t]),
+                equity=equity, free_quote=free_quote, entry_price=_d(entry), stop_price=_d(stop),
                 risk_per_trade=cfg.risk_per_trade, max_position_notional=cfg.max_position_notional,
                 lot_step=s.rules.lot_step, tick_size=s.rules.tick_size, min_qty=s.rules.min_qty,
                 min_notional=s.rules.min_notional)
+            sizer.rules_checked.add(si)
             if not sizing.ok:
                 overrides[(s.name, t)] = (Decision.BLOCKED, str(sizing.skip))
                 continue
@@ -562,13 +700,11 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
         for code, k in enumerate(np.bincount(s.codes[free], minlength=len(REASON_PRECEDENCE))):
             if k:
                 counts[str(REASON_PRECEDENCE[code])] += int(k)
-    for (_, _), (_, reason) in overrides.items():
-        counts[str(EntryReason.ENTRY_SIGNAL)] -= 1
-        counts[reason] += 1
-    cash = float(spec.initial_balances[quote]) + np.cumsum(book.cash_delta)
+    counts[str(EntryReason.ENTRY_SIGNAL)] -= len(overrides)          # each decided by a gate or the sizing
+    counts.update(reason for _, reason in overrides.values())
     qty0 = np.array([float(spec.initial_balances.get(s.base, ZERO)) for s in syms])
-    holdings = qty0[:, None] + np.cumsum(book.qty_delta, axis=1)
-    equity_curve = cash + (holdings * book.close).sum(axis=0)
+    equity_curve = _kernels.equity_curve(float(spec.initial_balances[quote]), book.cash_delta, qty0, book.qty_delta,
+                                         book.close)
     trades = tuple(sorted(book.trades, key=lambda tr: (tr.entry_time_ms, tr.symbol)))
     result = BacktestResult(
         spec=spec, trades=trades, equity_time_ms=tick_close.astype(np.int64), equity=equity_curve,
@@ -576,5 +712,6 @@ def simulate(spec: BacktestSpec, series: Mapping[str, SymbolSeries], *,
         final_balances=dict(book.balances))
     return Simulation(result=result, symbols=tuple(s.name for s in syms), tick_open_ms=tick_open,
                       engine_codes={s.name: s.codes for s in syms}, held=held, overrides=overrides,
-                      signal_levels={s.name: {t: (a, s.stop[t]) for t, a in s.atr.items()} for s in syms},
+                      signal_levels={s.name: dict(zip(s.atr, zip(s.atr.values(), s.stop.values(), strict=True),
+                                                          strict=True)) for s in syms},
                       entries=book.entries)

@@ -30,7 +30,8 @@ from enum import StrEnum
 from trading.exchanges.base import round_to_step
 
 __all__ = [
-    "DEFAULT_FEE_BUFFER", "SizingCap", "SizingResult", "SizingSkip", "round_to_step", "size_position",
+    "DEFAULT_FEE_BUFFER", "SizingCap", "SizingResult", "SizingSkip", "early_skip", "lacks_free_balance",
+    "round_to_step", "rounded_levels", "size_position", "spendable_quote",
 ]
 
 # Fraction of the free quote balance that is never spent on an entry. A market buy is
@@ -159,14 +160,52 @@ def size_position(
         )
 
 
+def rounded_levels(entry_price: Decimal, stop_price: Decimal, tick_size: Decimal) -> tuple[Decimal, Decimal]:
+    """(entry, stop) on the tick as the sizing uses them: the entry rounded UP, a positive stop DOWN."""
+    entry = round_to_step(entry_price, tick_size, up=True)
+    stop = round_to_step(stop_price, tick_size) if stop_price > 0 else stop_price
+    return entry, stop
+
+
+def spendable_quote(free_quote: Decimal, fee_buffer: Decimal = DEFAULT_FEE_BUFFER) -> Decimal:
+    """What an entry may spend of ``free_quote``: the balance less the fee buffer, computed as
+    ``size_position`` computes it (same precision)."""
+    with localcontext(prec=_PRECISION):
+        return _spendable(free_quote, fee_buffer)
+
+
+def _spendable(free_quote: Decimal, fee_buffer: Decimal) -> Decimal:
+    return free_quote * (Decimal(1) - fee_buffer)
+
+
+def early_skip(*, entry: Decimal, stop: Decimal, equity_positive: bool, spendable: Decimal,
+               min_notional: Decimal) -> SizingSkip | None:
+    """The skips ``size_position`` decides before it sizes anything, in its order: INVALID_STOP
+    (on the ``rounded_levels``), NO_EQUITY, NO_FREE_BALANCE (on ``spendable_quote``); None when
+    it goes on to size. Shared so that a caller sizing many times (the backtest) can tell those
+    cases apart without a full sizing; it must have the inputs ``size_position`` validates
+    already checked (Decimal, finite, valid rules)."""
+    if stop <= 0 or stop >= entry:
+        return SizingSkip.INVALID_STOP
+    if not equity_positive:
+        return SizingSkip.NO_EQUITY
+    if lacks_free_balance(spendable, min_notional):
+        return SizingSkip.NO_FREE_BALANCE
+    return None
+
+
+def lacks_free_balance(spendable: Decimal, min_notional: Decimal) -> bool:
+    """The NO_FREE_BALANCE test on ``spendable_quote``: nothing left, or less than the venue's minimum order."""
+    return spendable <= 0 or spendable < min_notional
+
+
 def _size(
     *, equity: Decimal, free_quote: Decimal, entry_price: Decimal, stop_price: Decimal,
     risk_per_trade: Decimal, max_position_notional: Decimal, lot_step: Decimal, tick_size: Decimal,
     min_qty: Decimal, min_notional: Decimal, fee_buffer: Decimal,
 ) -> SizingResult:
     zero = Decimal(0)
-    entry = round_to_step(entry_price, tick_size, up=True)
-    stop = round_to_step(stop_price, tick_size) if stop_price > 0 else stop_price
+    entry, stop = rounded_levels(entry_price, stop_price, tick_size)
 
     def skip(
         reason: SizingSkip, detail: str, qty: Decimal = zero, cap: SizingCap | None = None,
@@ -176,16 +215,16 @@ def _size(
             risk_amount=qty * max(entry - stop, zero), cap=cap, detail=detail,
         )
 
-    if stop <= 0 or stop >= entry:
-        return skip(SizingSkip.INVALID_STOP, f"stop {stop} must be > 0 and below entry {entry}")
-    if equity <= 0:
-        return skip(SizingSkip.NO_EQUITY, f"equity {equity}")
-
-    spendable = free_quote * (Decimal(1) - fee_buffer)
-    if spendable <= 0 or spendable < min_notional:
+    spendable = _spendable(free_quote, fee_buffer)
+    early = early_skip(entry=entry, stop=stop, equity_positive=equity > 0, spendable=spendable,
+                       min_notional=min_notional)
+    if early is SizingSkip.INVALID_STOP:
+        return skip(early, f"stop {stop} must be > 0 and below entry {entry}")
+    if early is SizingSkip.NO_EQUITY:
+        return skip(early, f"equity {equity}")
+    if early is SizingSkip.NO_FREE_BALANCE:
         return skip(
-            SizingSkip.NO_FREE_BALANCE,
-            f"free {free_quote} less {fee_buffer} fee buffer = {spendable} < min notional {min_notional}",
+            early, f"free {free_quote} less {fee_buffer} fee buffer = {spendable} < min notional {min_notional}",
         )
     per_unit_risk = entry - stop
     worst_fill = entry * (Decimal(1) + fee_buffer)   # slippage and fee the buffer allows for
