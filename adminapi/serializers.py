@@ -403,6 +403,16 @@ class AuditLogSerializer(serializers.ModelSerializer):
 Money = {"allow_null": True, "help_text": "Decimal as an exact string, in the quote asset"}
 
 
+class VenueStopSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["protected", "pending", "unprotected", "none"],
+                                    help_text="protected: a stop rests on the venue; pending: on its way there; "
+                                              "unprotected: none, see reason (the bot-side stop still works); "
+                                              "none: not applicable (venue stops off, or closed)")
+    stop_price = serializers.CharField(allow_null=True, help_text="Where the resting stop triggers.")
+    client_order_id = serializers.CharField(allow_null=True)
+    reason = serializers.CharField(allow_null=True, help_text="Why it is unprotected, in the venue's words.")
+
+
 class PositionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     symbol = serializers.CharField()
@@ -423,6 +433,7 @@ class PositionSerializer(serializers.Serializer):
     take_profit_price = serializers.CharField(**Money)
     stop_distance_pct = serializers.CharField(allow_null=True, help_text="(last - stop) / last, in %.")
     take_profit_distance_pct = serializers.CharField(allow_null=True, help_text="(target - last) / last, in %.")
+    venue_stop = VenueStopSerializer(help_text="The protective stop kept on the venue, or why there is none.")
     opened_at = serializers.CharField()
     closed_at = serializers.CharField(allow_null=True)
     age_seconds = serializers.IntegerField(help_text="Since it opened (until it closed).")

@@ -40,6 +40,27 @@ def test_an_open_position_shows_its_unrealised_pnl_stop_and_target_distance(api,
     assert Decimal(row["exposure"]) == Decimal("601")
 
 
+def test_a_position_says_whether_its_stop_rests_on_the_venue_and_why_not(api, open_btc):
+    from strategy.models import StrategyPosition
+
+    # No stop order of it on the venue (this history has none): nothing rests, nothing to say.
+    assert api.get("/admin/positions?status=open").json()[0]["venue_stop"] == {
+        "state": "none", "stop_price": None, "client_order_id": None, "reason": None}
+    # What strategy/services/venue_stops.py records when the venue will not hold one.
+    StrategyPosition.objects.filter(pk=open_btc.pk).update(
+        venue_stop="unprotected", venue_stop_reason="binance offers no stop orders for BTC/USDT")
+    assert api.get("/admin/positions?status=open").json()[0]["venue_stop"] == {
+        "state": "unprotected", "stop_price": None, "client_order_id": None,
+        "reason": "binance offers no stop orders for BTC/USDT"}
+    # A stop resting on the venue: its trigger and client id.
+    stop = Order.objects.create(client_order_id="AS1-stop-test", venue=open_btc.venue, strategy="blite",
+                                symbol="BTC/USDT", side="sell", type="stop_market", intent="stop_loss",
+                                quantity=Decimal("0.01"), stop_price=Decimal("59800"), tick_id=f"P{open_btc.pk}",
+                                trace_id="t-stop", status="accepted")
+    assert api.get("/admin/positions?status=open").json()[0]["venue_stop"] == {
+        "state": "protected", "stop_price": "59800", "client_order_id": stop.client_order_id, "reason": None}
+
+
 def test_a_closed_position_shows_its_realised_pnl_and_leaves_the_open_list(api, open_btc):
     history.closed_by_exit(open_btc, price="60600", fee="0.6")
     assert api.get("/admin/positions?status=open").json() == []
