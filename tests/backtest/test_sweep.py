@@ -44,17 +44,19 @@ def backtest_worker(_isolated_redis, redis_client):
                              "-n", node, "--concurrency", "2", "--without-heartbeat", "--without-mingle",
                              "--without-gossip", "--loglevel", "INFO"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while not any(node in reply for reply in (app.control.ping(destination=[node], timeout=0.5) or [])):
-        assert proc.poll() is None, "the backtest worker exited at start"
-        assert time.monotonic() < deadline, "the backtest worker did not answer a ping within 90 s"
-    yield node
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        deadline = time.monotonic() + 90
+        while not any(node in reply for reply in (app.control.ping(destination=[node], timeout=0.5) or [])):
+            assert proc.poll() is None, "the backtest worker exited at start"
+            assert time.monotonic() < deadline, "the backtest worker did not answer a ping within 90 s"
+        yield node
+    finally:                    # also when it never answered: no worker outlives its test
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 
