@@ -17,7 +17,7 @@ COPY . .
 # `tbot` console script (same code as `python manage.py tbot`).
 RUN pip install --no-deps --no-build-isolation -e . \
  && useradd --system --uid 10001 --home /app alphasniper \
- && mkdir -p /tmp/prometheus && chown alphasniper /tmp/prometheus
+ && mkdir -p /tmp/prometheus /app/backtest-reports && chown alphasniper /tmp/prometheus /app/backtest-reports
 USER alphasniper
 
 EXPOSE 9001 5555

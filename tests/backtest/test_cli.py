@@ -126,6 +126,16 @@ def test_bad_input_is_one_line_naming_it_exit_2_and_nothing_stored(capsys, tmp_p
     assert out == "" and not BacktestRun.objects.exists() and not any(tmp_path.iterdir())
 
 
+def test_a_report_directory_that_cannot_be_written_is_refused_before_the_run(capsys, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    code, out, err = run(capsys, *BTC_ONLY, "--source", "synthetic", "--out", str(blocked / "reports"))
+    assert code == 2 and out == ""
+    assert err.strip() == (f"tbot backtest: --out {blocked / 'reports'}: cannot create the report directory "
+                           f"(Not a directory)")
+    assert not BacktestRun.objects.exists()
+
+
 @pytest.mark.parametrize(("mutate", "problem"), [
     (lambda rows: rows[:40] + rows[43:], "btc.csv line 42: gap of 3 candle(s) after"),
     (lambda rows: rows[:40] + [rows[41], rows[40]] + rows[42:], "btc.csv line 43: open time"),

@@ -18,6 +18,7 @@ Exit codes: 0 ok; 1 a sweep with failed runs, or one not finished within ``--wai
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -187,16 +188,29 @@ class _ProgressBar:
             self.bar = None
 
 
+def _writable_dir(path: Path) -> Path:
+    """The report directory, made if need be: checked before the run, so a run is never stored
+    without the report it was asked for."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out {path}: cannot create the report directory ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise BadInput(f"--out {path}: the report directory is not writable")
+    return path
+
+
 def _run(options: dict[str, Any], *, stderr, as_json: bool) -> tuple[dict, str]:
     spec, overrides = _spec(options)
     source = _source(options)
+    report_root = _writable_dir(Path(options["out"]))
     show = options.get("progress")
     if show is None:
         show = sys.stderr.isatty()
     bar = _ProgressBar() if show else None
     try:
         outcome = backtest_run(spec=spec, source=source, overrides=overrides, actor=_actor(options),
-                               report_root=Path(options["out"]), progress=bar)
+                               report_root=report_root, progress=bar)
     finally:
         if bar is not None:
             bar.close()
