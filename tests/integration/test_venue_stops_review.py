@@ -1,7 +1,7 @@
-"""Hostile review of the venue-side protective stops (issue 14), on Binance and Bybit through real
-ccxt against the emulator and on the paper venue: each test is a way the branch loses money or
-tells the operator something false. They are expected to FAIL on ``venue-stops``; each docstring
-gives the scenario and the root cause.
+"""Defects a hostile review proved in the venue-side protective stops (issue 14), on Binance and
+Bybit through real ccxt against the emulator and on the paper venue: each test is a way the first
+version lost money or told the operator something false, and failed until its fix. Each docstring
+gives the scenario and the root cause that was fixed.
 
 Races are made deterministic by pausing one real service inside a venue call of a thin gateway
 wrapper (the call itself still goes to the emulator through real ccxt) while the other service

@@ -1,6 +1,7 @@
-"""Hostile review of the venue-side protective stops (issue 14) on the paper venue, with real
-PostgreSQL / Redis and the order path's Celery tasks run eagerly (fixtures in conftest.py). Each
-test is a way the branch loses money; they are expected to FAIL on ``venue-stops``."""
+"""Defects a hostile review proved in the venue-side protective stops (issue 14), on the paper
+venue with real PostgreSQL / Redis and the order path's Celery tasks run eagerly (fixtures in
+conftest.py). Each test is a way the first version lost money, and failed until its fix; each
+docstring gives the scenario and the root cause that was fixed."""
 
 from __future__ import annotations
 
