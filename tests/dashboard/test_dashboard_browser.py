@@ -36,6 +36,27 @@ def test_a_filled_entry_appears_with_its_unrealised_pnl_and_stop_distance(dashbo
     assert page.locator("#open-positions").inner_text() == "1"
 
 
+def test_a_position_without_its_stop_on_the_venue_stands_out_with_the_reason(dashboard, staff_user):
+    from strategy.services.venue_stops import venue_stop_ensure_now
+    from trading.models import Order
+    from trading.services import lifecycle
+
+    position = _btc_position()
+    # Its stop went to the venue, which refused it (the symbol is halted there).
+    stop = Order.objects.get(type="stop_market", tick_id=f"P{position.pk}")
+    lifecycle.order_mark_submitting(order_id=stop.pk)
+    lifecycle.order_mark_rejected(order_id=stop.pk, code="-2010", message="Market is closed.")
+    venue_stop_ensure_now(position_id=position.pk)
+    reason = f"the venue refused stop {stop.client_order_id}: Market is closed."
+    page = dashboard()
+    cell = page.locator(f"#positions-table tr[data-position='{position.pk}'] td.venue-stop")
+    assert cell.inner_text().splitlines() == ["UNPROTECTED", reason]
+    assert cell.locator("strong").evaluate("e => getComputedStyle(e).color") != \
+        page.locator("#positions-table td").first.evaluate("e => getComputedStyle(e).color")   # it is coloured
+    out = Path(os.environ.get("ALPHASNIPER_SCREENSHOTS") or "/tmp")
+    page.locator("#positions-table").screenshot(path=str(out / "dashboard-venue-stop.png"))
+
+
 def test_the_symbol_chart_carries_the_entry_and_stop_markers(dashboard, staff_user):
     _btc_position()
     page = dashboard()
