@@ -68,8 +68,14 @@ _STEP_CONTEXT = Context(prec=50)
 
 
 @functools.lru_cache(maxsize=1024)
+def _quantum_for_exponent(exponent: int) -> Decimal:
+    return Decimal(1).scaleb(min(exponent, 0))
+
+
 def _step_quantum(step: Decimal) -> Decimal:
-    return Decimal(1).scaleb(min(step.as_tuple().exponent, 0))  # type: ignore[type-var]
+    # Cached by the step's exponent, not the step: Decimal("0.01") == Decimal("0.0100") and they
+    # hash alike, but round to 2 and to 4 places.
+    return _quantum_for_exponent(step.as_tuple().exponent)  # type: ignore[arg-type]
 
 
 def round_to_step(value: Decimal, step: Decimal, *, up: bool = False) -> Decimal:

@@ -66,6 +66,7 @@ def emergency_exit(*, actor: str, source: str, reason_code: str, reason: str, fl
     _halt_and_audit(actor=actor, source=source, reason_code=reason_code, reason=reason, trace_id=trace_id,
                     flatten_all=flatten_all, halt_before=is_halted().as_json())
     report = EmergencyExitReport()
+    read_back = False
     try:
         universe = set(config_get().universe)
         try:
@@ -76,13 +77,16 @@ def emergency_exit(*, actor: str, source: str, reason_code: str, reason: str, fl
             # report, read back what is held, and let the operator run it again.
             report.errors.append(f"stopped early: {type(exc).__name__}: {exc}")
         _read_back(gateway, flatten_all=flatten_all, report=report)
-    except Exception as exc:
-        report.errors.append(f"failed: {type(exc).__name__}: {exc}")
+        read_back = True
+    except BaseException as exc:     # an interrupt or exit too: it must never read as flat
+        report.errors.append(f"failed: {type(exc).__name__}: {exc}" if str(exc) else f"failed: {type(exc).__name__}")
         raise
     finally:
         # A run is never left "running": the venue-stop service holds new stops back while one is
-        # (strategy/services/venue_stops.py), so an unfinished run would leave positions bare.
-        report.flat = not report.remaining and not report.unresolved_orders and not report.errors
+        # (strategy/services/venue_stops.py), so an unfinished run would leave positions bare. Flat
+        # is what the venue was read back to hold, never assumed: no read-back, not flat.
+        report.flat = (read_back and not report.remaining and not report.unresolved_orders
+                       and not report.errors)
         report.already_flat = report.flat and not report.canceled_orders and not report.exit_orders
         with transaction.atomic():
             EmergencyExitRun.objects.filter(trace_id=trace_id).update(report=report.as_dict(),
